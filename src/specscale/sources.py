@@ -1,0 +1,337 @@
+"""One interface to spectra, whatever their origin: a specscale synthetic HDF5 dataset or the
+study's PFS-resampled HDF5 files. Models, the Fisher ceiling and the workflow only see this.
+
+Noise is never stored. ``observed(split, rows, cell, noise_level, seed)`` draws it on read, per
+star, from a counter-based stream keyed by (dataset id, split, row): validation and test noise is
+fixed for a dataset (the same for every model, seed and the ceiling); training noise also depends
+on the model's seed. One dataset therefore serves the whole noise x magnitude grid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import yaml
+
+from .atmosphere import LABELS
+from .cells import SPLITS, MagCell, seed_key, star_normals
+from .config import from_dict
+from .observe import NoiseModel, ObservingConfig, observe
+
+SYNTHETIC_FORMAT = "specscale-synthetic"
+STUDY_FORMAT = "pfs-study"
+
+
+class DataError(ValueError):
+    """A dataset file or request is unusable; the message names the file, split, row or key."""
+
+
+@dataclass
+class Batch:
+    """Noiseless spectra of some stars of a split, with their variance coefficients."""
+
+    rows: np.ndarray  # (n,) row indices in the split
+    flux: np.ndarray  # (n, n_pix) float32, median-normalised, noiseless
+    var_a: np.ndarray  # (n, n_pix) float32: sigma^2 = var_a * flux + var_b at noise_level 1
+    var_b: np.ndarray
+    labels: np.ndarray  # (n, 4) float32: teff K, logg dex, mh dex, am dex
+    mag: np.ndarray  # (n,) HSC-i AB magnitude of each star in this cell
+
+
+@dataclass
+class Observed:
+    """Noisy spectra as a model sees them, plus what the evaluation needs."""
+
+    rows: np.ndarray
+    flux: np.ndarray  # (n, n_pix) float32: observed = flux + N(0,1) sigma noise_level
+    error: np.ndarray  # (n, n_pix) float32: pipeline 1-sigma from the observed counts
+    sigma: np.ndarray  # (n, n_pix) float32: true 1-sigma (for the ceiling, never for models)
+    labels: np.ndarray
+    mag: np.ndarray
+    snr: np.ndarray  # (n,) per-spectrum S/N = ||noiseless flux|| / ||sigma||
+
+
+def _as_rows(rows, n: int, where: str) -> np.ndarray:
+    if isinstance(rows, slice):
+        rows = np.arange(n)[rows]
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.size and (rows.min() < 0 or rows.max() >= n):
+        raise DataError(f"{where}: rows out of range 0..{n - 1}")
+    return rows
+
+
+def _read_rows(dset, rows: np.ndarray) -> np.ndarray:
+    """h5py read of arbitrary rows (contiguous ranges read as slices, fancy reads sorted)."""
+    if rows.size == 0:
+        return np.empty((0,) + dset.shape[1:], dtype=dset.dtype)
+    if rows.size == rows[-1] - rows[0] + 1 and np.all(np.diff(rows) == 1):
+        return dset[rows[0] : rows[-1] + 1]
+    order = np.argsort(rows)
+    uniq, inv = np.unique(rows[order], return_inverse=True)
+    data = dset[uniq][inv]
+    out = np.empty_like(data)
+    out[order] = data
+    return out
+
+
+class Source:
+    """Base class. Subclasses provide ``wave``, ``dataset_id``, ``n``, ``labels``,
+    ``check_cell`` and ``noiseless``; ``observed`` and ``iter_observed`` are shared."""
+
+    kind = "abstract"
+    label_names = LABELS
+    wave: np.ndarray
+    dataset_id: str
+    path: Path
+
+    def n(self, split: str) -> int:
+        raise NotImplementedError
+
+    def labels(self, split: str, rows=None) -> np.ndarray:
+        raise NotImplementedError
+
+    def check_cell(self, cell: MagCell) -> None:
+        raise NotImplementedError
+
+    def noiseless(self, split: str, rows, cell) -> Batch:
+        raise NotImplementedError
+
+    def check_split(self, split: str) -> None:
+        if split not in SPLITS:
+            raise DataError(f"unknown split {split!r}; expected one of {SPLITS}")
+
+    def noise_key(self, split: str, seed: int | None) -> int:
+        """Stream key: fixed per dataset for val/test, per (dataset, seed) for train."""
+        return seed_key(self.dataset_id, "fixed" if split != "train" else ("train", int(seed or 0)))
+
+    def observed(self, split: str, rows, cell, noise_level: float, seed: int | None = None) -> Observed:
+        """Noisy spectra of ``rows`` at ``noise_level`` in magnitude ``cell`` (deterministic)."""
+        if not noise_level >= 0:
+            raise DataError(f"noise level must be >= 0, got {noise_level}")
+        b = self.noiseless(split, rows, cell)
+        z = star_normals(self.noise_key(split, seed), split, b.rows, b.flux.shape[1])
+        obs, err, sig = observe(b.flux, b.var_a, b.var_b, noise_level, z)
+        with np.errstate(divide="ignore"):
+            snr = np.linalg.norm(b.flux, axis=1) / np.linalg.norm(sig, axis=1)
+        return Observed(b.rows, obs.astype(np.float32), err.astype(np.float32), sig.astype(np.float32), b.labels, b.mag, snr)
+
+    def iter_observed(self, split, cell, noise_level, seed=None, n=None, batch=2048):
+        """Yield :class:`Observed` batches over the first ``n`` stars of ``split`` in order."""
+        n = self.n(split) if n is None else n
+        for start in range(0, n, batch):
+            yield self.observed(split, np.arange(start, min(n, start + batch)), cell, noise_level, seed)
+
+    def describe(self) -> dict:
+        """Provenance summary of the source."""
+        return {"kind": self.kind, "path": str(self.path), "dataset_id": self.dataset_id,
+                "sizes": {s: self.n(s) for s in SPLITS}}
+
+
+class SyntheticSource(Source):
+    """A dataset written by ``specscale simulate`` (see :mod:`specscale.store` for the layout)."""
+
+    kind = "synthetic"
+
+    def __init__(self, path, observation: ObservingConfig | None = None):
+        self.path = Path(path)
+        self._fh, self._pid = None, None
+        f = self._file
+        self.attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+        self.config = json.loads(self.attrs["config"])
+        self.dataset_id = str(self.attrs["content_hash"])
+        self.wave = f["wave"][:]
+        self.mag_limits = tuple(self.config["simulation"]["mag_limits"])
+        self.observation = observation or from_dict(ObservingConfig, self.config["observation"], "observation")
+        self.noise_model = NoiseModel(self.observation)
+        for split in SPLITS:
+            for name in ("flux", "labels", "obs_u", "fmed0"):
+                if f"{split}/{name}" not in f:
+                    raise DataError(f"{self.path}: missing dataset '{split}/{name}' (truncated or foreign file?)")
+
+    @property
+    def _file(self) -> h5py.File:
+        # one handle per process: DataLoader workers fork and must not share HDF5 state
+        if self._fh is None or self._pid != os.getpid():
+            try:
+                self._fh = h5py.File(self.path, "r")
+            except OSError as exc:
+                raise DataError(f"{self.path}: not a readable HDF5 file ({exc})") from exc
+            self._pid = os.getpid()
+        return self._fh
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_fh"], state["_pid"] = None, None
+        return state
+
+    def n(self, split: str) -> int:
+        self.check_split(split)
+        return int(self._file[f"{split}/labels"].shape[0])
+
+    def labels(self, split: str, rows=None) -> np.ndarray:
+        rows = _as_rows(slice(None) if rows is None else rows, self.n(split), f"{self.path}:{split}")
+        return _read_rows(self._file[f"{split}/labels"], rows)
+
+    def check_cell(self, cell) -> None:
+        cell = MagCell.parse(cell)
+        lo, hi = self.mag_limits
+        if cell.lo < lo or cell.hi > hi:
+            raise DataError(
+                f"magnitude cell {cell} is outside the data: {self.path} supports HSC-i {lo:g}-{hi:g} "
+                "(simulation.mag_limits)"
+            )
+
+    def noiseless(self, split: str, rows, cell) -> Batch:
+        cell = MagCell.parse(cell)
+        self.check_cell(cell)
+        rows = _as_rows(rows, self.n(split), f"{self.path}:{split}")
+        g = self._file[split]
+        flux = _read_rows(g["flux"], rows)
+        u = _read_rows(g["obs_u"], rows)
+        fmed0 = _read_rows(g["fmed0"], rows)
+        mag = cell.magnitudes(u[:, 0])
+        obs = self.observation
+        seeing = obs.seeing_arcsec[0] + u[:, 1] * (obs.seeing_arcsec[1] - obs.seeing_arcsec[0])
+        zenith = obs.zenith_deg[0] + u[:, 2] * (obs.zenith_deg[1] - obs.zenith_deg[0])
+        a, b = self.noise_model.coefficients(fmed0, mag, seeing, zenith)
+        return Batch(rows, flux, a.astype(np.float32), b.astype(np.float32), _read_rows(g["labels"], rows), mag)
+
+
+class StudySource(Source):
+    """The study's PFS-resampled HDF5 files, one per split, named in a YAML manifest:
+
+        format: pfs-study
+        train: train.h5      # paths relative to the manifest
+        val: val.h5
+        test: test.h5
+
+    Each file holds ``spectrumdataset/wave``, ``dataset/arrays/flux/value``,
+    ``dataset/arrays/error/value`` (optional ``dataset/arrays/mask/value``: non-zero = bad pixel,
+    given zero weight through a huge error) and a pandas table ``dataset/params`` with T_eff,
+    log_g, M_H, a_M, mag. Flux and error are divided by the flux median per spectrum. The error is
+    the file's (scaled by noise_level); the magnitude axis is the file's own, so the only cell is
+    one that covers the file's magnitudes.
+    """
+
+    kind = "study"
+    PARAM_COLUMNS = ("T_eff", "log_g", "M_H", "a_M")
+
+    def __init__(self, manifest):
+        self.path = Path(manifest)
+        spec = yaml.safe_load(self.path.read_text()) or {}
+        if spec.get("format") != STUDY_FORMAT:
+            raise DataError(f"{self.path}: manifest needs 'format: {STUDY_FORMAT}'")
+        self.files, self.params, hashes = {}, {}, []
+        for split in SPLITS:
+            if split not in spec:
+                raise DataError(f"{self.path}: manifest has no '{split}' file (no silent fallback to another split)")
+            p = (self.path.parent / spec[split]).resolve()
+            self.files[split] = p
+            self.params[split] = self._read_params(p)
+            hashes.append(_file_digest(p))
+        wave = self._read(self.files["test"], "spectrumdataset/wave")
+        self.wave = np.asarray(wave, dtype=np.float64)
+        self.dataset_id = seed_key(*hashes).to_bytes(8, "little").hex()
+        mags = np.concatenate([self.params[s]["mag"].to_numpy() for s in SPLITS])
+        self.mag_range = (float(mags.min()), float(mags.max()))
+
+    @staticmethod
+    def _read(path, key):
+        try:
+            with h5py.File(path, "r") as f:
+                if key not in f:
+                    raise DataError(f"{path}: missing '{key}' (not a PFS study file?)")
+                return f[key][()]
+        except OSError as exc:
+            raise DataError(f"{path}: not a readable HDF5 file ({exc})") from exc
+
+    def _read_params(self, path):
+        import pandas as pd
+
+        try:
+            table = pd.read_hdf(path, "dataset/params")
+        except (KeyError, OSError, ValueError, TypeError) as exc:
+            raise DataError(f"{path}: cannot read pandas table 'dataset/params' ({exc})") from exc
+        missing = [c for c in (*self.PARAM_COLUMNS, "mag") if c not in table.columns]
+        if missing:
+            raise DataError(f"{path}: dataset/params lacks column(s) {missing}")
+        return table.reset_index(drop=True)
+
+    def n(self, split):
+        self.check_split(split)
+        return len(self.params[split])
+
+    def labels(self, split, rows=None):
+        rows = _as_rows(slice(None) if rows is None else rows, self.n(split), f"{self.files[split]}")
+        return self.params[split].loc[rows, list(self.PARAM_COLUMNS)].to_numpy(np.float32)
+
+    def check_cell(self, cell) -> None:
+        cell = MagCell.parse(cell)
+        lo, hi = self.mag_range
+        if cell.lo > lo + 1e-6 or cell.hi < hi - 1e-6:
+            raise DataError(
+                f"magnitude cell {cell} is outside the data: the study files' magnitudes are their own "
+                f"({lo:g}-{hi:g}); use a cell that covers them"
+            )
+
+    def noiseless(self, split, rows, cell) -> Batch:
+        self.check_cell(cell)
+        path = self.files[split]
+        rows = _as_rows(rows, self.n(split), str(path))
+        with h5py.File(path, "r") as f:
+            flux = _read_rows(f["dataset/arrays/flux/value"], rows).astype(np.float64)
+            err = _read_rows(f["dataset/arrays/error/value"], rows).astype(np.float64)
+            mask = _read_rows(f["dataset/arrays/mask/value"], rows) if "dataset/arrays/mask/value" in f else None
+        bad = ~np.isfinite(flux).all(axis=1)
+        if bad.any():
+            raise DataError(f"{path}: non-finite flux in row {int(rows[np.argmax(bad)])}")
+        med = np.median(flux, axis=1, keepdims=True)
+        if (med <= 0).any():
+            raise DataError(f"{path}: non-positive flux median in row {int(rows[np.argmax(med[:, 0] <= 0)])}")
+        flux, err = flux / med, err / med
+        if mask is not None:
+            err = np.where(mask != 0, 1e6, err)
+        labels = self.params[split].loc[rows, list(self.PARAM_COLUMNS)].to_numpy(np.float32)
+        mag = self.params[split].loc[rows, "mag"].to_numpy(np.float64)
+        return Batch(rows, flux.astype(np.float32), np.zeros_like(flux, np.float32), (err**2).astype(np.float32), labels, mag)
+
+
+def _file_digest(path: Path) -> str:
+    """Content digest from the size and the first and last MiB (cheap for multi-GB files)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        h.update(str(size).encode() + fh.read(1 << 20))
+        fh.seek(max(0, size - (1 << 20)))
+        h.update(fh.read())
+    return h.hexdigest()
+
+
+def open_source(path, observation: ObservingConfig | None = None) -> Source:
+    """Open a dataset: a specscale synthetic ``.h5`` or a study manifest (``.yaml``)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"dataset not found: {path}")
+    if path.suffix in (".yaml", ".yml"):
+        if observation is not None:
+            raise DataError(f"{path}: study files carry their own errors; an observing setup cannot be applied")
+        return StudySource(path)
+    try:
+        with h5py.File(path, "r") as f:
+            fmt = f.attrs.get("format")
+            fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
+    except OSError as exc:
+        raise DataError(f"{path}: not a readable HDF5 file (truncated or not HDF5: {exc})") from exc
+    if fmt != SYNTHETIC_FORMAT:
+        raise DataError(
+            f"{path}: not a specscale dataset (attribute format={fmt!r}); for the study's PFS files "
+            "write a manifest (see StudySource)"
+        )
+    return SyntheticSource(path, observation)

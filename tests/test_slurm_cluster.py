@@ -1,0 +1,159 @@
+"""End-to-end checks against a real SLURM cluster.
+
+CI starts a one-node cluster (munge, MariaDB + slurmdbd, slurmctld, slurmd) with
+``bash .ci/slurm-up.sh`` before the tests and stops it with ``bash .ci/slurm-down.sh``
+afterwards; developers run the same scripts by hand. These tests prove that
+
+* ``profiles/slurm`` (Snakemake 9 + snakemake-executor-plugin-slurm) submits each rule of
+  a toy workflow as its own SLURM job and sees them finish (via ``sacct``), and
+* ``submitit.AutoExecutor`` picks SLURM and returns a function's result.
+
+They are skipped only when ``sbatch`` is not on PATH or ``sinfo`` fails (no cluster).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slurm
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE_SNAKEFILE = REPO / "tests" / "slurm_smoke" / "Snakefile"
+SLURM_PROFILE = REPO / "profiles" / "slurm"
+# the local test cluster (.ci/slurm-up.sh)
+PARTITION = "debug"
+ACCOUNT = "default"
+
+
+def _cluster_or_skip() -> None:
+    if shutil.which("sbatch") is None:
+        pytest.skip("no SLURM: `sbatch` is not on PATH (CI starts one with .ci/slurm-up.sh)")
+    try:
+        proc = subprocess.run(
+            ["sinfo", "-h", "-o", "%P %t"], capture_output=True, text=True, timeout=20
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.skip(f"no SLURM cluster: `sinfo` failed ({exc}); start one with .ci/slurm-up.sh")
+    if proc.returncode != 0:
+        pytest.skip(
+            "no SLURM cluster: `sinfo` failed "
+            f"({proc.stderr.strip() or proc.returncode}); start one with .ci/slurm-up.sh"
+        )
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster() -> None:
+    _cluster_or_skip()
+
+
+def _job_env() -> dict[str, str]:
+    """Environment for Snakemake/submitit: SLURM jobs inherit it (sbatch --export=ALL),
+    and each job re-runs Snakemake/Python, so the interpreter's bin/ must be on PATH."""
+    env = dict(os.environ)
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    # a stray SLURM_JOB_ID (tests run inside a SLURM job) confuses the plugin
+    for key in [k for k in env if k.startswith("SLURM_") and k != "SLURM_CONF"]:
+        del env[key]
+    return env
+
+
+def _snakemake_cmd() -> list[str]:
+    exe = Path(sys.executable).parent / "snakemake"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "snakemake"]
+
+
+def test_snakemake_slurm_profile_runs_toy_workflow(slurm_cluster, tmp_path: Path) -> None:
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    slurm_logs = tmp_path / "slurm_logs"
+    cmd = _snakemake_cmd() + [
+        "-s", str(SMOKE_SNAKEFILE),
+        "--profile", str(SLURM_PROFILE),
+        "--directory", str(workdir),
+        # the local test cluster (.ci/slurm-up.sh); a CLI --default-resources replaces the
+        # profile's whole list, so repeat mem_mb/runtime
+        "--default-resources",
+        f"slurm_partition={PARTITION}", f"slurm_account={ACCOUNT}", "mem_mb=200", "runtime=5",
+        # poll fast: the whole workflow takes ~20 s instead of minutes
+        "--slurm-init-seconds-before-status-checks", "1",
+        "--seconds-between-status-checks", "1",
+        "--latency-wait", "5",
+        "--retries", "0",
+        "--slurm-logdir", str(slurm_logs),
+        "--slurm-keep-successful-logs",
+    ]
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        cmd, cwd=tmp_path, env=_job_env(), capture_output=True, text=True, timeout=240
+    )
+    elapsed = time.monotonic() - t0
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"snakemake failed ({proc.returncode}):\n{out[-6000:]}"
+
+    # outputs and rule logs
+    assert (workdir / "numbers.txt").read_text().split() == ["1", "2", "3", "4"]
+    assert (workdir / "squared.txt").read_text().split() == ["1", "4", "9", "16"]
+    assert (workdir / "combined.txt").read_text().strip() == "sum=30"
+    job_ids_from_rule_logs = []
+    for rule in ("generate", "square", "combine"):
+        text = (workdir / "logs" / f"{rule}.log").read_text()
+        m = re.search(r"job=(\S+)", text)
+        assert m and m.group(1).isdigit(), f"rule {rule} did not run inside SLURM: {text!r}"
+        job_ids_from_rule_logs.append(m.group(1))
+
+    # one SLURM log per job: <slurm_logs>/rule_<rule>/<jobid>.log
+    per_job_logs = sorted(slurm_logs.rglob("*.log"))
+    rules_with_logs = {p.relative_to(slurm_logs).parts[0] for p in per_job_logs}
+    assert rules_with_logs == {"rule_generate", "rule_square", "rule_combine"}, per_job_logs
+    job_ids = sorted({p.stem for p in per_job_logs})
+    assert len(job_ids) == 3 and all(j.isdigit() for j in job_ids), job_ids
+    assert sorted(job_ids_from_rule_logs) == job_ids
+
+    # and accounting saw them complete
+    sacct = subprocess.run(
+        ["sacct", "-n", "-P", "-X", "-j", ",".join(job_ids), "-o", "JobID,State,Partition,Account"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert sacct.returncode == 0, sacct.stderr
+    rows = [line.split("|") for line in sacct.stdout.splitlines() if line.strip()]
+    assert sorted(r[0] for r in rows) == job_ids, sacct.stdout
+    assert all(r[1] == "COMPLETED" and r[2] == PARTITION and r[3] == ACCOUNT for r in rows), (
+        sacct.stdout
+    )
+    print(f"snakemake via SLURM: 3 jobs in {elapsed:.1f} s")
+
+
+def test_submitit_autoexecutor_uses_slurm(slurm_cluster, tmp_path: Path, monkeypatch) -> None:
+    submitit = pytest.importorskip("submitit")
+    env = _job_env()
+    monkeypatch.setenv("PATH", env["PATH"])
+    for key in [k for k in os.environ if k.startswith("SLURM_") and k != "SLURM_CONF"]:
+        monkeypatch.delenv(key)
+
+    executor = submitit.AutoExecutor(folder=tmp_path / "submitit")
+    assert executor.cluster == "slurm"
+    executor.update_parameters(
+        slurm_partition=PARTITION,
+        slurm_account=ACCOUNT,
+        timeout_min=5,
+        cpus_per_task=1,
+        mem_gb=1,
+        name="specscale-submitit-smoke",
+    )
+    def add(a: int, b: int) -> int:  # local: cloudpickle ships it by value
+        return a + b
+
+    t0 = time.monotonic()
+    job = executor.submit(add, 2, 3)
+    assert str(job.job_id).isdigit()
+    assert job.result() == 5
+    print(f"submitit via SLURM: job {job.job_id} in {time.monotonic() - t0:.1f} s")
