@@ -25,6 +25,10 @@ S=${SLURM_SCRATCH:-/tmp/specscale-slurm}
 TIMEOUT=${SLURM_UP_TIMEOUT:-90}
 DB_PORT=${SPECSCALE_SLURM_DB_PORT:-3307}
 HEADROOM_MB=${SPECSCALE_SLURM_MEM_HEADROOM_MB:-2048}
+# count-only "gpu" GRES so that rules asking for gpu=1 (sbatch --gpus=1) can be scheduled
+# on the GPU-less test node; the job sees no device (code must fall back to CPU). 1 or 0.
+FAKE_GPUS=${SPECSCALE_SLURM_FAKE_GPUS:-1}
+[ "$FAKE_GPUS" = 0 ] || FAKE_GPUS=1   # File=/dev/null backs exactly one
 CLUSTER=specscale
 ACCOUNT=default
 PARTITION=debug
@@ -90,7 +94,8 @@ chmod 755 "$S" "$S"/{state,spool,log,run}
 
 NEW_CONF=$(mktemp)
 NEW_DBD=$(mktemp)
-trap 'rm -f "$NEW_CONF" "$NEW_DBD"' EXIT
+NEW_GRES=$(mktemp)
+trap 'rm -f "$NEW_CONF" "$NEW_DBD" "$NEW_GRES"' EXIT
 cat >"$NEW_CONF" <<EOF
 # Written by specscale .ci/slurm-up.sh (one-node local test cluster; scratch: $S).
 # Copy kept in $S/etc/slurm.conf. Safe to delete; slurm-up.sh rewrites it.
@@ -129,9 +134,14 @@ DefMemPerCPU=500
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
 JobCompType=jobcomp/none
-NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$NCPU RealMemory=$MEM_MB State=UNKNOWN
+$( [ "$FAKE_GPUS" -gt 0 ] && echo "GresTypes=gpu" )
+NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$NCPU RealMemory=$MEM_MB $( [ "$FAKE_GPUS" -gt 0 ] && echo "Gres=gpu:$FAKE_GPUS " )State=UNKNOWN
 PartitionName=$PARTITION Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 EOF
+{
+  echo "# Written by specscale .ci/slurm-up.sh: count-only GPUs, no device files."
+  [ "$FAKE_GPUS" -gt 0 ] && echo "NodeName=$HOST Name=gpu File=/dev/null Count=$FAKE_GPUS"
+} >"$NEW_GRES"
 cat >"$NEW_DBD" <<EOF
 # Written by specscale .ci/slurm-up.sh (local test cluster accounting daemon).
 AuthType=auth/munge
@@ -165,13 +175,14 @@ any_alive() {
 
 # If the configuration changed while our daemons run, restart them from scratch.
 if any_alive && ! { cmp -s "$NEW_CONF" "$S/etc/slurm.conf" && cmp -s "$NEW_DBD" "$S/etc/slurmdbd.conf" \
-     && cmp -s "$NEW_CONF" /etc/slurm/slurm.conf; }; then
+     && cmp -s "$NEW_GRES" "$S/etc/gres.conf" && cmp -s "$NEW_CONF" /etc/slurm/slurm.conf; }; then
   log "configuration changed: restarting the cluster"
   SLURM_SCRATCH=$S bash "$HERE/slurm-down.sh"
 fi
 
 install -m 644 "$NEW_CONF" "$S/etc/slurm.conf"
 install -m 600 "$NEW_DBD" "$S/etc/slurmdbd.conf"
+install -m 644 "$NEW_GRES" "$S/etc/gres.conf"
 mkdir -p /etc/slurm
 if [ -f /etc/slurm/slurm.conf ] && ! grep -q 'specscale .ci/slurm-up.sh' /etc/slurm/slurm.conf \
    && [ ! -e /etc/slurm/slurm.conf.before-specscale ]; then
@@ -179,6 +190,7 @@ if [ -f /etc/slurm/slurm.conf ] && ! grep -q 'specscale .ci/slurm-up.sh' /etc/sl
 fi
 install -m 644 "$NEW_CONF" /etc/slurm/slurm.conf
 install -m 600 "$NEW_DBD" /etc/slurm/slurmdbd.conf
+install -m 644 "$NEW_GRES" /etc/slurm/gres.conf
 export SLURM_CONF=/etc/slurm/slurm.conf
 lap "config"
 
@@ -286,14 +298,15 @@ node_idle() {
   local st; st=$(node_state)
   case "$st" in
     idle|mix|alloc) return 0 ;;
-    down|drain|drng|inval|fail)
+    inval) return 42 ;;  # config does not match the hardware: see Reason below
+    down|drain|drng|fail)
       # e.g. "Node unexpectedly rebooted" after a restart: put it back into service
       scontrol update NodeName="$HOST" State=RESUME >/dev/null 2>&1 || true
       return 1 ;;
     *) return 1 ;;
   esac
 }
-wait_for "node $HOST to become idle (sinfo)" node_idle
+wait_for "node $HOST to become idle (sinfo; $(scontrol show node "$HOST" 2>/dev/null | grep -o 'Reason=.*'))" node_idle
 lap "slurmd + node idle"
 
 # ---------------------------------------------------------------- 4. smoke job

@@ -13,6 +13,7 @@ They are skipped only when ``sbatch`` is not on PATH or ``sinfo`` fails (no clus
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -33,25 +34,29 @@ PARTITION = "debug"
 ACCOUNT = "default"
 
 
-def _cluster_or_skip() -> None:
+@functools.cache
+def _why_no_cluster() -> str | None:
     if shutil.which("sbatch") is None:
-        pytest.skip("no SLURM: `sbatch` is not on PATH (CI starts one with .ci/slurm-up.sh)")
+        return "no SLURM: `sbatch` is not on PATH (CI starts a cluster with .ci/slurm-up.sh)"
     try:
         proc = subprocess.run(
             ["sinfo", "-h", "-o", "%P %t"], capture_output=True, text=True, timeout=20
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        pytest.skip(f"no SLURM cluster: `sinfo` failed ({exc}); start one with .ci/slurm-up.sh")
+        return f"no SLURM cluster: `sinfo` failed ({exc}); start one with .ci/slurm-up.sh"
     if proc.returncode != 0:
-        pytest.skip(
+        return (
             "no SLURM cluster: `sinfo` failed "
             f"({proc.stderr.strip() or proc.returncode}); start one with .ci/slurm-up.sh"
         )
+    return None
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def slurm_cluster() -> None:
-    _cluster_or_skip()
+    reason = _why_no_cluster()
+    if reason:
+        pytest.skip(reason)
 
 
 def _job_env() -> dict[str, str]:
@@ -83,14 +88,22 @@ def test_snakemake_slurm_profile_runs_toy_workflow(slurm_cluster, tmp_path: Path
         # profile's whole list, so repeat mem_mb/runtime
         "--default-resources",
         f"slurm_partition={PARTITION}", f"slurm_account={ACCOUNT}", "mem_mb=200", "runtime=5",
-        # poll fast: the whole workflow takes ~20 s instead of minutes
-        "--slurm-init-seconds-before-status-checks", "1",
+        # Poll fast. The plugin checks N s after a submission and adds 10 s to the next wait
+        # whenever a check finds nothing finished; a trivial job here takes 5-8 s from sbatch
+        # to done on 2 cores (Snakemake starts twice inside it), so N=10 sees each wave of
+        # jobs on the first check (~30 s for the 2 waves) where N=1 costs ~12 s per job.
+        "--slurm-init-seconds-before-status-checks", "10",
         "--seconds-between-status-checks", "1",
         "--latency-wait", "5",
         "--retries", "0",
         "--slurm-logdir", str(slurm_logs),
         "--slurm-keep-successful-logs",
     ]
+    has_gpu_gres = "gpu" in subprocess.run(
+        ["sinfo", "-h", "-p", PARTITION, "-o", "%G"], capture_output=True, text=True, timeout=20
+    ).stdout
+    if not has_gpu_gres:  # the rule `square` asks for gpu=1 like train_vit does
+        cmd += ["--set-resources", "square:gpu=0", "square:cpus_per_gpu=0"]
     t0 = time.monotonic()
     proc = subprocess.run(
         cmd, cwd=tmp_path, env=_job_env(), capture_output=True, text=True, timeout=240
@@ -101,8 +114,8 @@ def test_snakemake_slurm_profile_runs_toy_workflow(slurm_cluster, tmp_path: Path
 
     # outputs and rule logs
     assert (workdir / "numbers.txt").read_text().split() == ["1", "2", "3", "4"]
-    assert (workdir / "squared.txt").read_text().split() == ["1", "4", "9", "16"]
-    assert (workdir / "combined.txt").read_text().strip() == "sum=30"
+    assert (workdir / "squares.txt").read_text().split() == ["1", "4", "9", "16"]
+    assert (workdir / "combined.txt").read_text().strip() == "sum=10 sumsq=30"
     job_ids_from_rule_logs = []
     for rule in ("generate", "square", "combine"):
         text = (workdir / "logs" / f"{rule}.log").read_text()
@@ -117,6 +130,8 @@ def test_snakemake_slurm_profile_runs_toy_workflow(slurm_cluster, tmp_path: Path
     job_ids = sorted({p.stem for p in per_job_logs})
     assert len(job_ids) == 3 and all(j.isdigit() for j in job_ids), job_ids
     assert sorted(job_ids_from_rule_logs) == job_ids
+    if has_gpu_gres:  # sbatch --gpus=1 reached SLURM and was granted
+        assert "gpus=1" in (workdir / "logs" / "square.log").read_text()
 
     # and accounting saw them complete
     sacct = subprocess.run(

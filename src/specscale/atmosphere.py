@@ -384,6 +384,19 @@ class SyntheticAtmosphere:
         # S (A) x area-normalised profile (1/A) is an optical depth
         return _SparseRows.apply(torch.cat(blocks, 1), T["s_scatter"], T["s_scatter_t"])
 
+    def _log_continuum(self, teff: torch.Tensor, T) -> torch.Tensor:
+        """ln Planck f_lambda(Teff) relative to 8000 A on the fine grid (B, n_fine). Evaluated on
+        ~1/16 of the pixels and interpolated linearly (the curvature error is < 1e-5)."""
+        n = T["wave"].numel()
+        k = (n - 1) // 16 + 1
+        # coarse nodes sit exactly where align_corners=True interpolation puts them
+        pos = torch.arange(k, dtype=teff.dtype, device=teff.device) * ((n - 1) / (k - 1))
+        coarse = self.config.wave_min * torch.exp((pos + 0.5) * self.dln)
+        x = HC_OVER_K / (coarse[None, :] * teff[:, None])
+        x0 = HC_OVER_K / (8000.0 * teff[:, None])
+        ln = -5 * torch.log(coarse / 8000.0) + torch.log(torch.expm1(x0)) - torch.log(torch.expm1(x))
+        return F.interpolate(ln[:, None, :], size=n, mode="linear", align_corners=True)[:, 0]
+
     def spectrum(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised PFS flux (B, n_pix) and fmed0 (B,): the median f_lambda of the arm, in
         erg s^-1 cm^-2 A^-1, for the same star scaled to HSC-i AB magnitude 0."""
@@ -391,14 +404,10 @@ class SyntheticAtmosphere:
         theta = theta.reshape(-1, 4)
         T = self._tensors(theta.dtype, theta.device)
         teff, logg = theta[:, 0], theta[:, 1]
-        wave = T["wave"]
         strength = 10 ** self.group_log_strength(theta, T)
         u = (self.turbulence_kms(logg) / self.xi_max_kms)[:, None] ** 2
         tau = torch.cat([(1 - u) * strength, u * strength], 1) @ T["templates"] + self._strong_tau(theta, T)
-        x = HC_OVER_K / (wave[None, :] * teff[:, None])
-        x0 = HC_OVER_K / (8000.0 * teff[:, None])
-        cont = (wave[None, :] / 8000.0) ** -5 * torch.expm1(x0) / torch.expm1(x)
-        f_fine = cont * torch.exp(-tau)
+        f_fine = torch.exp(self._log_continuum(teff, T) - tau)
         f_pix = _SparseRows.apply(f_fine, T["pix"], T["pix_t"])
         med = smoothed_median(f_pix, self.config.median_width)
         fnu = f_fine @ T["filter"]

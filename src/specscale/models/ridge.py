@@ -1,0 +1,178 @@
+"""Ridge regression of log g on standardised flux, streamed: memory O(pixels^2), never O(N x pixels).
+
+One pass over the training stars accumulates, in float64,
+    n,  s = sum_i (x_i - c),  G = sum_i (x_i - c)(x_i - c)^T,  r = sum_i (x_i - c) y_i,  sum_i y_i
+where c is the first chunk's mean flux (a shift, so the analytic centring below does not cancel
+catastrophically). G is accumulated by BLAS syrk in place (upper triangle, beta = 1), as fast as
+numpy's one-shot X.T @ X. Then, with m = s / n:
+    C = G - n m m^T            (centred scatter),   sd = sqrt(diag(C) / n)  (per-pixel std, ddof 0)
+    C_z = D^-1 C D^-1,  b = D^-1 (r - m sum y)    (the standardised problem, D = diag(sd))
+and one eigendecomposition C_z = V diag(l) V^T gives the whole alpha path
+    beta(alpha) = V diag(1 / (l + alpha)) V^T b,
+which is exactly scikit-learn's StandardScaler + Ridge(alpha) (intercept fitted, not penalised).
+Alpha is chosen by R^2 on the validation split; the test split is never read here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.linalg import blas
+
+from ..loader import prefetch
+from ..sources import Observed, Source
+from . import check_fields
+from .base import Model, TrainCell
+
+
+@dataclass(frozen=True)
+class RidgeParams:
+    """Alpha grid: ``n_alphas`` values log-spaced over [alpha_min, alpha_max] (the study's best
+    alpha grows with N: ~2e2 at 32k, ~3e4 at 100k, ~1e5 at 1M)."""
+
+    alpha_min: float = 1e-2
+    alpha_max: float = 1e8
+    n_alphas: int = 41
+    batch: int = 2048  # rows per streamed chunk (memory ~ batch x pixels x 8 bytes)
+
+    def __post_init__(self):
+        check_fields(self)
+        if not 0 < self.alpha_min <= self.alpha_max:
+            raise ValueError(f"need 0 < alpha_min <= alpha_max, got alpha_min={self.alpha_min}, alpha_max={self.alpha_max}")
+        if self.n_alphas < 1 or (self.n_alphas == 1 and self.alpha_min != self.alpha_max):
+            raise ValueError(f"n_alphas={self.n_alphas} must be >= 1 (1 only when alpha_min == alpha_max)")
+        if self.batch < 1:
+            raise ValueError(f"batch={self.batch} must be >= 1")
+
+    def alphas(self) -> np.ndarray:
+        return np.logspace(np.log10(self.alpha_min), np.log10(self.alpha_max), self.n_alphas)
+
+
+class RidgeAccumulator:
+    """Streaming sufficient statistics of a standardised ridge regression (see module docstring)."""
+
+    def __init__(self, n_features: int):
+        self.p = n_features
+        self.n = 0
+        self.shift = None
+        self.sum_x = np.zeros(n_features)
+        self.gram = np.zeros((n_features, n_features), order="F")  # upper triangle filled
+        self.xty = np.zeros(n_features)
+        self.sum_y = 0.0
+        self.sum_y2 = 0.0
+
+    def add(self, X, y) -> None:
+        """Add rows ``X`` (n, p) with targets ``y`` (n,)."""
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.p or y.shape != (X.shape[0],):
+            raise ValueError(f"expected X (n, {self.p}) and y (n,), got {X.shape} and {y.shape}")
+        if X.shape[0] == 0:
+            return
+        if self.shift is None:
+            self.shift = X.mean(axis=0)
+        Xs = np.ascontiguousarray(X - self.shift)
+        # Xs.T is Fortran-ordered (p, n): syrk computes Xs.T Xs into gram without copies
+        self.gram = blas.dsyrk(1.0, Xs.T, beta=1.0, c=self.gram, trans=0, lower=0, overwrite_c=1)
+        self.sum_x += Xs.sum(axis=0)
+        self.xty += Xs.T @ y
+        self.sum_y += float(y.sum())
+        self.sum_y2 += float(y @ y)
+        self.n += X.shape[0]
+
+    def solve(self) -> "RidgePath":
+        """Centre, standardise and eigendecompose: the whole alpha path."""
+        if self.n < 2:
+            raise ValueError(f"ridge needs at least 2 training rows, got {self.n}")
+        n = self.n
+        m = self.sum_x / n
+        upper = np.triu(self.gram)
+        C = upper + np.triu(upper, 1).T - n * np.outer(m, m)
+        var = np.clip(np.diag(C) / n, 0.0, None)
+        sd = np.sqrt(var)
+        sd[sd < 10 * np.finfo(np.float64).eps] = 1.0  # constant pixels: as scikit-learn's scaler
+        Cz = C / np.outer(sd, sd)
+        b = (self.xty - m * self.sum_y) / sd
+        eigval, eigvec = np.linalg.eigh(Cz)
+        eigval = np.clip(eigval, 0.0, None)  # round-off below zero
+        return RidgePath(mean=self.shift + m, scale=sd, eigval=eigval, eigvec=eigvec,
+                         proj=eigvec.T @ b, y_mean=self.sum_y / n, n=n)
+
+
+@dataclass
+class RidgePath:
+    """A solved ridge problem for every alpha: raw-flux coefficients or predictions on demand."""
+
+    mean: np.ndarray  # (p,) training mean flux
+    scale: np.ndarray  # (p,) training std of flux (ddof 0)
+    eigval: np.ndarray  # (p,) eigenvalues of the standardised scatter matrix
+    eigvec: np.ndarray  # (p, p)
+    proj: np.ndarray  # (p,) V^T b
+    y_mean: float
+    n: int
+
+    def coef(self, alpha: float) -> tuple[np.ndarray, float]:
+        """(w, intercept) so that y = x @ w + intercept on raw flux x."""
+        beta = self.eigvec @ (self.proj / (self.eigval + alpha))
+        w = beta / self.scale
+        return w, float(self.y_mean - self.mean @ w)
+
+    def predict_path(self, X, alphas) -> np.ndarray:
+        """Predictions (n, n_alphas) for rows ``X`` at every alpha."""
+        Z = (np.asarray(X, np.float64) - self.mean) / self.scale
+        return Z @ self.betas(alphas) + self.y_mean
+
+    def betas(self, alphas) -> np.ndarray:
+        """Standardised coefficients (p, n_alphas) for every alpha."""
+        return self.eigvec @ (self.proj[:, None] / (self.eigval[:, None] + np.asarray(alphas, np.float64)[None, :]))
+
+
+def select_alpha(path: RidgePath, batches, alphas) -> tuple[int, np.ndarray]:
+    """Index of the alpha with the best R^2 over ``batches`` of (X, y), and R^2 for every alpha."""
+    betas = path.betas(alphas)
+    sse = np.zeros(len(alphas))
+    s1 = s2 = 0.0
+    count = 0
+    for X, y in batches:
+        y = np.asarray(y, np.float64)
+        pred = ((np.asarray(X, np.float64) - path.mean) / path.scale) @ betas + path.y_mean
+        sse += ((pred - y[:, None]) ** 2).sum(axis=0)
+        s1, s2, count = s1 + y.sum(), s2 + y @ y, count + y.size
+    if count < 2:
+        raise ValueError("alpha selection needs at least 2 validation stars")
+    sst = s2 - s1**2 / count
+    r2 = 1.0 - sse / sst
+    return int(np.nanargmax(r2)), r2
+
+
+class RidgeModel(Model):
+    """Streaming standardised ridge; alpha by validation R^2."""
+
+    name = "ridge"
+    Params = RidgeParams
+
+    def fit(self, source: Source, cell: TrainCell, workdir: Path) -> dict:
+        p = self.params
+        acc = RidgeAccumulator(source.wave.size)
+        for obs in prefetch(source.iter_observed("train", cell.mag, cell.noise, cell.seed, n=cell.n_train, batch=p.batch)):
+            acc.add(obs.flux, obs.labels[:, 1])
+        path = acc.solve()
+        alphas = p.alphas()
+        val = ((o.flux, o.labels[:, 1]) for o in source.iter_observed("val", cell.mag, cell.noise, None, batch=p.batch))
+        best, r2 = select_alpha(path, prefetch(val), alphas)
+        self.alpha = float(alphas[best])
+        self.coef_, self.intercept_ = path.coef(self.alpha)
+        return {
+            "alpha": self.alpha,
+            "alpha_at_grid_edge": bool(len(alphas) > 1 and best in (0, len(alphas) - 1)),
+            "val_r2": float(r2[best]),
+            "alpha_grid": [float(a) for a in alphas],
+            "val_r2_path": [float(v) for v in r2],
+            "n_features": int(acc.p),
+            "n_params": int(acc.p + 1),
+        }
+
+    def predict(self, observed: Observed) -> np.ndarray:
+        return np.asarray(observed.flux, np.float64) @ self.coef_ + self.intercept_
