@@ -330,13 +330,17 @@ class SyntheticAtmosphere:
         return self._cache[key]
 
     # ---- physics -----------------------------------------------------------------------------
+    def _axes(self, theta: torch.Tensor):
+        """(theta - theta_ref, scaled log g - log g_ref, [M/H], [alpha/M]), each (B, 1)."""
+        teff, logg, mh, am = theta.unbind(-1)
+        th = (5040.0 / teff)[:, None] - THETA_REF
+        dg = (logg - LOGG_REF)[:, None] * self.config.gravity_scale
+        return th, dg, mh[:, None], am[:, None]
+
     def group_log_strength(self, theta: torch.Tensor, T) -> torch.Tensor:
         """log10 F_g(theta) of the weak-line families, (B, n_groups)."""
         c = self.config
-        teff, logg, mh, am = theta.unbind(-1)
-        th = (5040.0 / teff)[:, None] - THETA_REF
-        dg = (logg - LOGG_REF)[:, None] * c.gravity_scale
-        mh, am = mh[:, None], am[:, None]
+        th, dg, mh, am = self._axes(theta)
         g = T["groups"]
         neutral = mh + g["alpha"] * am + (2.0 - 0.5 * g["chi"]) * th
         majority = (1 - c.pe_z_exp) * mh + g["alpha"] * am - (0.5 + 0.3 * g["chi"]) * th + c.ion_g_exp * dg
@@ -351,10 +355,7 @@ class SyntheticAtmosphere:
 
     def _strong_tau(self, theta: torch.Tensor, T) -> torch.Tensor:
         c = self.config
-        teff, logg, mh, am = theta.unbind(-1)
-        th = (5040.0 / teff)[:, None] - THETA_REF
-        dg = (logg - LOGG_REF)[:, None] * c.gravity_scale
-        mh, am = mh[:, None], am[:, None]
+        th, dg, mh, am = self._axes(theta)
         metal = 1.0 - T["hydrogen"]
         ab = T["neutral"] * mh + T["majority"] * (1 - c.pe_z_exp) * mh + T["alpha"] * am
         log_s = T["log_s"] + ab + T["tcoef"] * th + T["majority"] * c.ion_g_exp * dg
