@@ -84,7 +84,7 @@ class AtmosphereConfig:
     xi_giant_kms: float = 12.0  # extra turbulence sigma at log g = 1, km/s
     weak_lines_per_A: float = 1.5
     linelist_seed: int = 20261126
-    gravity_scale: float = 1.0
+    gravity_scale: float = 0.73  # calibrated: study Fisher ceilings vs S/N (README)
     damping_g_exp: float = 2.0 / 3.0
     ion_g_exp: float = -1.0 / 3.0
     pe_z_exp: float = 0.5

@@ -12,7 +12,7 @@ import sys
 from .config import ConfigError
 
 # modules with a ``register(subparsers)`` function, in the order they appear in --help
-COMMAND_MODULES = ("specscale.cli_data",)
+COMMAND_MODULES = ("specscale.cli_data", "specscale.cli_train", "specscale.cli_ceiling", "specscale.cli_sweep")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,7 +20,7 @@ the top-20% S/N stars and in the S/N bins of :mod:`specscale.metrics`.
 J comes from the simulator by forward-mode autodiff in float64 (synthetic datasets, checked
 against the stored noiseless flux), or, for files without a simulator (the study's PFS files), by
 local-linear finite differences against the nearest noiseless training spectra (see
-:func:`neighbour_jacobian`). J does not depend on noise level or magnitude, only sigma does:
+:class:`NeighbourJacobian`). J does not depend on noise level or magnitude, only sigma does:
 :func:`fisher_curves` computes J once per star and reuses it over a whole magnitude x noise grid.
 """
 
@@ -104,6 +104,7 @@ def forward_jacobian(flux_fn, theta: torch.Tensor) -> tuple[torch.Tensor, torch.
 
 
 def resolve_device(name: str) -> torch.device:
+    """A torch device from a config string ("auto": CUDA when available)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -177,6 +178,7 @@ class NeighbourJacobian:
         self.train = train
 
     def __call__(self, split: str, rows: np.ndarray, stored_flux: np.ndarray) -> np.ndarray:
+        """(n, n_pix, 4) float64 for ``rows`` (zero columns for labels fixed in the file)."""
         theta = self.source.labels(split, rows).astype(np.float64)
         _, idx = self.tree.query(theta[:, self.free] / self.scale[self.free], k=self.k)
         jac = np.zeros(stored_flux.shape + (4,))
@@ -248,8 +250,15 @@ def prior_box(source: Source) -> np.ndarray:
     return np.stack([train.min(0), train.max(0)], 1)
 
 
-def summarise(crlb4, crlb3, crlb_cond, snr, var_prior: float) -> dict[str, np.ndarray | float]:
-    """The cell's scalar ceilings from per-star bounds (dex^2) and S/N (see DEFINITIONS)."""
+def _median_ratio(num: np.ndarray, den: np.ndarray) -> float:
+    ok = np.isfinite(num) & np.isfinite(den) & (den > 0)
+    return float(np.median(num[ok] / den[ok])) if ok.any() else float("nan")
+
+
+def summarise(crlb4, crlb3, crlb_cond, snr, var_prior: float, unit=None) -> dict[str, np.ndarray | float]:
+    """The cell's scalar ceilings from per-star bounds (dex^2) and S/N (see DEFINITIONS).
+    ``unit``: the (crlb4, crlb3, crlb_cond) at noise level 1 for the noise-free information
+    ratios (defaults to the given bounds)."""
     crlb4, crlb3, crlb_cond, snr = (np.asarray(a, np.float64) for a in (crlb4, crlb3, crlb_cond, snr))
     top = top_snr_mask(snr)
     bins = np.digitize(snr, SNR_EDGES[1:-1])
@@ -273,9 +282,9 @@ def summarise(crlb4, crlb3, crlb_cond, snr, var_prior: float) -> dict[str, np.nd
     sig = np.sqrt(crlb4)
     for q, v in zip(PERCENTILES, np.percentile(sig, PERCENTILES)):
         out[f"sigma_min_p{q}"] = float(v)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out["info_ratio_marginal_conditional"] = float(np.nanmedian(crlb_cond / crlb4))
-        out["info_ratio_marginal_conditional_3d"] = float(np.nanmedian(crlb_cond / crlb3))
+    u4, u3, uc = unit if unit is not None else (crlb4, crlb3, crlb_cond)
+    out["info_ratio_marginal_conditional"] = _median_ratio(uc, u4)
+    out["info_ratio_marginal_conditional_3d"] = _median_ratio(uc, u3)
     out["n_snr_bin"] = np.array([int((bins == i).sum()) for i in range(n_bins)])
     out["snr_median"] = float(np.median(snr))
     out["snr_top20_min"] = float(snr[top].min())
@@ -283,10 +292,15 @@ def summarise(crlb4, crlb3, crlb_cond, snr, var_prior: float) -> dict[str, np.nd
 
 
 # ---- one cell ----------------------------------------------------------------------------------
+def _scale(crlb: np.ndarray, noise: float) -> np.ndarray:
+    """Bounds at noise level ``noise`` from those at 1 (sigma scales with it; exact spectra: 0)."""
+    return np.zeros_like(crlb) if noise == 0 else crlb * noise**2
+
+
 def _check_request(source: Source, noises, n_stars, split: str) -> int:
     for nl in noises:
-        if not (np.isfinite(nl) and nl > 0):
-            raise ConfigError(f"noise level must be a positive number, got {nl}")
+        if not (np.isfinite(nl) and nl >= 0):
+            raise ConfigError(f"noise level must be a finite number >= 0, got {nl}")
     n = source.n(split)
     if n_stars is None:
         return n
@@ -353,8 +367,9 @@ def cell_ceiling(source: Source, noise: float, mag, n_stars: int | None = None,
     b = star_bounds(source, [cell], n, config, split)
     box = prior_box(source)
     var_prior = float((box[LOGG, 1] - box[LOGG, 0]) ** 2 / 12.0)
-    c4, c3, cc = (b[k][0] * noise**2 for k in ("crlb4", "crlb3", "crlb_cond"))
-    snr = b["snr"][0] / noise
+    c4, c3, cc = (_scale(b[k][0], noise) for k in ("crlb4", "crlb3", "crlb_cond"))
+    with np.errstate(divide="ignore"):
+        snr = b["snr"][0] / noise
     logg = b["labels"][:, LOGG]
     star = {
         "crlb_marginal": c4, "crlb_marginal_3d": c3, "crlb_conditional": cc, "sigma_min": np.sqrt(c4),
@@ -362,7 +377,8 @@ def cell_ceiling(source: Source, noise: float, mag, n_stars: int | None = None,
         **{name: b["labels"][:, i] for i, name in enumerate(LABELS)},
     }
     data = {k: ("star", v) for k, v in star.items()}
-    for k, v in summarise(c4, c3, cc, snr, var_prior).items():
+    unit = tuple(b[k][0] for k in ("crlb4", "crlb3", "crlb_cond"))
+    for k, v in summarise(c4, c3, cc, snr, var_prior, unit).items():
         data[k] = ("snr_bin", v) if np.ndim(v) else ((), v)
     data["var_prior"] = ((), var_prior)
     data["logg_var_empirical"] = ((), float(np.var(logg)))
@@ -389,7 +405,10 @@ def fisher_curves(source: Source, noises, mags, n_stars: int | None = None,
     rows = {}
     for i, nl in enumerate(noises):
         for j in range(len(mags)):
-            s = summarise(b["crlb4"][j] * nl**2, b["crlb3"][j] * nl**2, b["crlb_cond"][j] * nl**2, b["snr"][j] / nl, var_prior)
+            with np.errstate(divide="ignore"):
+                snr = b["snr"][j] / nl
+            unit = tuple(b[k][j] for k in ("crlb4", "crlb3", "crlb_cond"))
+            s = summarise(*(_scale(u, nl) for u in unit), snr, var_prior, unit)
             for k, v in s.items():
                 rows.setdefault(k, np.empty((len(noises), len(mags)) + np.shape(v)))[i, j] = v
     data = {k: (("noise", "mag", "snr_bin") if v.ndim == 3 else ("noise", "mag"), v) for k, v in rows.items()}
@@ -404,11 +423,16 @@ def fisher_curves(source: Source, noises, mags, n_stars: int | None = None,
 def magnitude_for_snr(source: Source, target: float, noise: float = 1.0, n_stars: int | None = None,
                       split: str = "test", tol: float = 1e-3) -> float:
     """The fixed HSC-i magnitude (AB) at which the median per-spectrum S/N of the first
-    ``n_stars`` stars equals ``target`` (bisection; S/N falls monotonically with magnitude)."""
+    ``n_stars`` stars equals ``target`` (Brent's method on log S/N, which falls smoothly and
+    monotonically with magnitude), to ``tol`` mag."""
+    from scipy.optimize import brentq
+
     limits = getattr(source, "mag_limits", None)
     if limits is None:
         raise DataError(f"{source.path}: its magnitudes are fixed by the file; a target S/N cannot be matched")
     n = _check_request(source, [noise], n_stars, split)
+    if noise == 0 or not target > 0:
+        raise ConfigError(f"matching a median S/N needs noise > 0 and a positive target (got noise {noise}, S/N {target})")
     rows = np.arange(n)
 
     def median_snr(mag):
@@ -416,12 +440,10 @@ def magnitude_for_snr(source: Source, target: float, noise: float = 1.0, n_stars
         return float(np.median(snr_of(b.flux, sigma_unit(b)))) / noise
 
     lo, hi = map(float, limits)
-    if not median_snr(hi) <= target <= median_snr(lo):
+    f_lo, f_hi = (np.log(median_snr(m) / target) for m in (lo, hi))
+    if not f_hi <= 0 <= f_lo:
         raise ConfigError(f"target S/N {target} is outside what magnitudes {lo:g}-{hi:g} give ({source.path})")
-    while hi - lo > tol:
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if median_snr(mid) > target else (lo, mid)
-    return round(0.5 * (lo + hi), 4)
+    return round(float(brentq(lambda m: np.log(median_snr(m) / target), lo, hi, xtol=tol)), 4)
 
 
 def write_netcdf(ds: xr.Dataset, out) -> Path:

@@ -18,11 +18,13 @@ import queue
 import threading
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .cells import MagCell
 from .sources import Source
+
+# torch is imported inside the functions that use it: Ridge and LightGBM use this module's
+# prefetch/cpu_count and should not pay torch's import time and memory. DataLoader needs no
+# Dataset/Sampler base classes, only __getitem__/__len__ and an iterable of index lists.
 
 
 def cpu_count() -> int:
@@ -36,7 +38,7 @@ def cpu_count() -> int:
     return len(os.sched_getaffinity(0))
 
 
-class SlabBatchSampler(Sampler):
+class SlabBatchSampler:
     """Row batches for one epoch of the first ``n`` stars.
 
     Rows are cut into slabs of ``slab`` consecutive rows at a random offset, slabs are shuffled,
@@ -88,7 +90,7 @@ def contiguous_runs(rows: np.ndarray) -> list[tuple[int, int]]:
     return [(int(rows[a]), int(rows[b - 1]) + 1) for a, b in zip(starts, stops)]
 
 
-class NoiselessSpectra(Dataset):
+class NoiselessSpectra:
     """Noiseless stars of one split in a magnitude cell, read a batch at a time: ``ds[rows]`` with
     a sorted list of rows returns a dict of tensors flux, var_a, var_b (n, n_pix) float32, labels
     (n, 4) float32 and rows (n,) int64 (sigma^2 = var_a * flux + var_b at noise level 1)."""
@@ -100,6 +102,8 @@ class NoiselessSpectra(Dataset):
         return self.n
 
     def __getitem__(self, rows):
+        import torch
+
         rows = np.atleast_1d(np.asarray(rows, dtype=np.int64))
         parts = [self.source.noiseless(self.split, np.arange(a, b), self.cell) for a, b in contiguous_runs(rows)]
         cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
@@ -117,6 +121,9 @@ def train_loader(source: Source, n: int, cell, *, batch: int, slab: int, seed: i
     """(DataLoader, SlabBatchSampler) over the first ``n`` noiseless stars of ``split``.
 
     Set the epoch with ``sampler.set_epoch(epoch, skip)`` before iterating."""
+    import torch
+    from torch.utils.data import DataLoader
+
     sampler = SlabBatchSampler(n, batch, slab, seed, shuffle)
     kwargs = {}
     if workers > 0:
@@ -132,18 +139,31 @@ class MemoryBatches:
     """The same batches as :func:`train_loader`, served from tensors already in memory (on
     ``device``): the no-I/O reference the loader's overhead is measured against."""
 
-    def __init__(self, source: Source, n: int, cell, sampler: SlabBatchSampler, device="cpu", split: str = "train"):
-        data = NoiselessSpectra(source, split, n, cell)[np.arange(n)]
-        self.data = {k: v.to(device) for k, v in data.items()}
+    def __init__(self, source: Source, n: int, cell, sampler: SlabBatchSampler, device="cpu", split: str = "train",
+                 chunk: int = 4096):
+        import torch
+
+        ds = NoiselessSpectra(source, split, n, cell)
+        parts = [{k: v.to(device) for k, v in ds[np.arange(a, min(n, a + chunk))].items()} for a in range(0, n, chunk)]
+        self.data = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
         self.sampler = sampler
 
     def __len__(self) -> int:
         return len(self.sampler)
 
     def __iter__(self):
-        for rows in self.sampler:
-            idx = torch.as_tensor(rows, device=self.data["flux"].device)
-            yield {k: v[idx] for k, v in self.data.items()}
+        import torch
+
+        batches = list(self.sampler)
+        if not batches:
+            return
+        # one transfer of the epoch's order, then device-side slices (no per-step host copies)
+        order = torch.as_tensor(np.concatenate(batches), dtype=torch.int64).to(self.data["flux"].device)
+        start = 0
+        for rows in batches:
+            idx = order[start : start + len(rows)]
+            start += len(rows)
+            yield {k: v.index_select(0, idx) for k, v in self.data.items()}
 
 
 def prefetch(iterable, depth: int = 1):

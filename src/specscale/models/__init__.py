@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import types
 import typing
 
 from ..config import ConfigError, from_dict, section
@@ -53,13 +54,20 @@ def build_model(name: str, config: dict, *, seed: int, device: str = "cpu", n_th
 
 
 def check_fields(params) -> None:
-    """Raise ValueError naming the field when a dataclass value has the wrong type (YAML gives
-    strings where numbers were meant, "1e-3" for example). ints are accepted for floats."""
+    """Raise ValueError naming the field when a dataclass value has the wrong type. ints are
+    accepted for floats, and so are numeric strings: YAML 1.1 reads ``1e-3`` (no dot) as a string."""
     hints = typing.get_type_hints(type(params))
     for f in dataclasses.fields(params):
         value, hint = getattr(params, f.name), hints[f.name]
+        if hint is float and isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+            else:
+                object.__setattr__(params, f.name, value)
         origin = typing.get_origin(hint) or hint
-        if origin is typing.Union or str(origin) == "types.UnionType":
+        if origin in (typing.Union, types.UnionType):
             allowed = tuple(typing.get_origin(a) or a for a in typing.get_args(hint))
         else:
             allowed = (origin,)

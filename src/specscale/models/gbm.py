@@ -10,6 +10,7 @@ so the float matrix of all training spectra never sits in memory; only LightGBM'
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -73,7 +74,8 @@ class ObservedRows(lgb.Sequence):
         return self.n
 
     def _rows(self, start: int, stop: int) -> np.ndarray:
-        return self.source.observed(self.split, np.arange(start, stop), self.cell, self.noise, self.seed).flux
+        flux = self.source.observed(self.split, np.arange(start, stop), self.cell, self.noise, self.seed).flux
+        return flux.astype(np.float64)  # LightGBM's Sequence path takes doubles only
 
     def __getitem__(self, idx):
         if isinstance(idx, slice):
@@ -109,20 +111,28 @@ class LightGBMModel(Model):
             ObservedRows(source, "val", n_val, mag, cell.noise, None, p.batch),
             label=source.labels("val", np.arange(n_val))[:, 1], reference=train, params=params,
         )
-        callbacks = [lgb.early_stopping(p.early_stopping_rounds, first_metric_only=True, verbose=False)]
+        trained = [0]
+
+        def count(env) -> None:
+            trained[0] = env.iteration + 1
+
+        callbacks = [count, lgb.early_stopping(p.early_stopping_rounds, first_metric_only=True, verbose=False)]
         if p.log_every:
             callbacks.append(_log_every(p.log_every))
-        self.booster = lgb.train(params, train, num_boost_round=p.max_trees, valid_sets=[val],
-                                 valid_names=["val"], callbacks=callbacks)
-        best = int(self.booster.best_iteration) or self.booster.current_iteration()
+        with warnings.catch_warnings():
+            # LightGBM's own Sequence path transposes its bin sample and warns about it
+            warnings.filterwarnings("ignore", message="Usage of np.ndarray subset", category=UserWarning)
+            self.booster = lgb.train(params, train, num_boost_round=p.max_trees, valid_sets=[val],
+                                     valid_names=["val"], callbacks=callbacks)
+        best = int(self.booster.best_iteration) or trained[0]
         self.n_trees = best
         workdir.mkdir(parents=True, exist_ok=True)
         self.booster.save_model(str(workdir / "lightgbm.txt"), num_iteration=best)
         val_l2 = self.booster.best_score.get("val", {}).get("l2")
         return {
             "n_trees": best,
-            "trees_trained": int(self.booster.current_iteration()),
-            "stopped_early": bool(self.booster.current_iteration() < p.max_trees),
+            "trees_trained": trained[0],
+            "stopped_early": bool(trained[0] < p.max_trees),
             "val_l2": None if val_l2 is None else float(val_l2),
             "n_threads": self.n_threads,
         }

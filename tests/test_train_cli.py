@@ -1,0 +1,130 @@
+"""`specscale train`: one cell end to end, its outputs, and bad input refused before training."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+
+from specscale.cli import main
+from specscale.metrics import evaluate
+
+FAST = {
+    "models": {
+        "vit-tiny": {"width": 16, "depth": 1, "heads": 2, "mlp": 32, "batch": 100, "max_epochs": 2, "workers": 0},
+        "lightgbm": {"num_leaves": 7, "max_trees": 30, "early_stopping_rounds": 5, "log_every": 0},
+    },
+    "wandb": {"mode": "disabled"},
+}
+
+
+@pytest.fixture
+def config(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(FAST))
+    return path
+
+
+def train(data, out, *extra, model="vit-tiny", n_train=300, mag="20.5-22.5"):
+    return main(["train", model, "--data", str(data), "--noise", "1", "--mag", mag, "--n-train", str(n_train),
+                 "--seed", "2", "--out", str(out), "--threads", "1", *extra])
+
+
+@pytest.mark.parametrize("model", ["vit-tiny", "lightgbm"])
+def test_cell_writes_metrics_and_predictions(tiny_dataset, tmp_path, config, model):
+    out = tmp_path / model
+    assert train(tiny_dataset, out, "--config", str(config), model=model, n_train=200) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m) == {"schema", "cell", "metrics", "timing", "model_info", "params", "provenance", "data"}
+    assert m["schema"] == "specscale.metrics/1"
+    assert m["cell"] == {"model": model, "noise": 1.0, "mag": "20.5-22.5", "n_train": 200, "seed": 2}
+    assert {"train_s", "predict_s", "peak_mem_mb"} <= set(m["timing"]) and m["timing"]["peak_mem_mb"] > 0
+    assert {"dataset_id", "config_hash", "code_version", "seed", "device"} <= set(m["provenance"])
+    assert m["data"]["n_test"] == 100 and m["data"]["n_val"] == 100 and m["data"]["path"] == str(tiny_dataset)
+    with h5py.File(out / "predictions.h5") as f:
+        true, pred, snr = f["logg_true"][:], f["logg_pred"][:], f["snr"][:]
+        assert f["labels"].shape == (100, 4) and np.array_equal(f["labels"][:, 1], true.astype(np.float32))
+        assert json.loads(f.attrs["cell"])["model"] == model
+    # metrics.json says what the predictions say
+    assert m["metrics"]["r2"] == pytest.approx(evaluate(true, pred, snr)["r2"])
+    assert m["metrics"]["r2"] == pytest.approx(1 - np.sum((pred - true) ** 2) / np.sum((true - true.mean()) ** 2))
+    assert not list(out.glob("*.tmp-*"))
+    if model == "vit-tiny":
+        assert m["model_info"]["epochs"] == 2 and m["params"]["width"] == 16 and m["model_info"]["n_params"] > 0
+    else:
+        assert 1 <= m["model_info"]["n_trees"] <= 30 and m["params"]["num_leaves"] == 7
+
+
+def test_rerun_of_a_finished_cell(tiny_dataset, tmp_path, config, capsys):
+    out = tmp_path / "cell"
+    assert train(tiny_dataset, out, "--config", str(config)) == 0
+    stamp = (out / "metrics.json").stat().st_mtime_ns
+    assert train(tiny_dataset, out, "--config", str(config)) == 0  # same configuration: nothing to do
+    assert (out / "metrics.json").stat().st_mtime_ns == stamp
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump({**FAST, "models": {"vit-tiny": {**FAST["models"]["vit-tiny"], "lr": 1e-4}}}))
+    capsys.readouterr()
+    assert train(tiny_dataset, out, "--config", str(other)) == 2  # another configuration: refused
+    assert "different configuration" in capsys.readouterr().err
+    assert train(tiny_dataset, out, "--config", str(other), "--force") == 0
+    assert json.loads((out / "metrics.json").read_text())["params"]["lr"] == 1e-4
+
+
+@pytest.mark.parametrize(
+    "case, expect",
+    [
+        ({"model": "resnet"}, "unknown model 'resnet'; known models: ridge, lightgbm, vit, vit-tiny, oracle"),
+        ({"n_train": 301}, "--n-train 301 is not in 1..300"),
+        ({"n_train": 0}, "--n-train 0"),
+        ({"mag": "27.0"}, "magnitude cell 27 is outside the data"),
+        ({"mag": "bright"}, "magnitude cell 'bright'"),
+        ({"config": {"models": {"vit-tiny": {"depth": 1, "nlayers": 3}}}}, "models.vit-tiny.nlayers"),
+        ({"config": {"models": {"vit-tiny": {"loss": "mae2"}}}}, "models.vit-tiny: loss='mae2'"),
+        ({"config": {"models": {"ridge": {"alpha_max": "big"}}}, "model": "ridge"}, "models.ridge: alpha_max='big'"),
+        ({"config": {"models": {"ridge": {"batch": 2.5}}}, "model": "ridge"}, "models.ridge: batch=2.5"),
+        ({"config": {"wandb": {"mode": "cloud"}}}, "wandb: mode='cloud'"),
+        ({"config": {"wandb": {"key": "x"}}}, "wandb.key"),
+        ({"config": {"modles": {}}}, "unknown top-level config key(s) ['modles']"),
+        ({"data": "missing.h5"}, "dataset not found"),
+        ({"ceiling": "missing.nc"}, "ceiling file not found"),
+        ({"extra": ["--noise", "-1"]}, "--noise must be a finite number >= 0"),
+        ({"extra": ["--device", "tpu"]}, "--device 'tpu': expected auto, cpu or cuda"),
+        ({"extra": ["--device", "cuda"], "model": "ridge"}, "model 'ridge' runs on the CPU only"),
+    ],
+)
+def test_bad_input_fails_before_training(tiny_dataset, tmp_path, capsys, case, expect):
+    data = tmp_path / case["data"] if "data" in case else tiny_dataset
+    extra = list(case.get("extra", []))
+    if "config" in case:
+        cfg = tmp_path / "bad.yaml"
+        cfg.write_text(yaml.safe_dump(case["config"]))
+        extra += ["--config", str(cfg)]
+    if "ceiling" in case:
+        extra += ["--ceiling", str(tmp_path / case["ceiling"])]
+    out = tmp_path / "out"
+    rc = train(data, out, *extra, model=case.get("model", "vit-tiny"), n_train=case.get("n_train", 300),
+               mag=case.get("mag", "20.5-22.5"))
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert expect in err and err.startswith("specscale train: error:")
+    assert not out.exists()  # nothing was trained or written
+
+
+def test_n_train_error_names_both_numbers(tiny_dataset, tmp_path, capsys):
+    assert train(tiny_dataset, tmp_path / "o", n_train=5000) == 2
+    err = capsys.readouterr().err
+    assert "5000" in err and "has 300 stars" in err and str(tiny_dataset) in err
+
+
+def test_ceiling_file_must_hold_both_values(tiny_dataset, tmp_path, capsys):
+    xr = pytest.importorskip("xarray")
+    path = tmp_path / "c.nc"
+    xr.Dataset(attrs={"ceiling_pop": 0.7}).to_netcdf(path, engine="h5netcdf")
+    assert train(tiny_dataset, tmp_path / "o", "--ceiling", str(path)) == 2
+    assert "has no 'ceiling_median'" in capsys.readouterr().err
+    xr.Dataset(attrs={"ceiling_pop": 0.7, "ceiling_median": 0.8, "mag": "21.5"}).to_netcdf(path, engine="h5netcdf")
+    assert train(tiny_dataset, tmp_path / "o", "--ceiling", str(path)) == 2
+    assert "magnitude cell 21.5" in capsys.readouterr().err

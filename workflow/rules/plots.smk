@@ -1,0 +1,69 @@
+# Stage 5: figures and the markdown report, from the cube alone. The PNGs are items of the
+# Snakemake HTML report (snakemake --report report.html).
+
+
+rule plots:
+    input:
+        CUBE,
+    output:
+        scaling=report(
+            f"{PLOTS}/scaling.png",
+            caption="../report/scaling.rst",
+            category="Scaling",
+            labels={"figure": "R2 vs training size"},
+        ),
+        ceiling_curves=report(
+            f"{PLOTS}/ceiling_curves.png",
+            caption="../report/ceiling_curves.rst",
+            category="Ceiling",
+            labels={"figure": "ceiling vs magnitude"},
+        ),
+        gap=report(
+            f"{PLOTS}/gap.png",
+            caption="../report/gap.rst",
+            category="Ceiling",
+            labels={"figure": "gap to the ceiling"},
+        ),
+        snr_bins=report(
+            f"{PLOTS}/snr_bins.png",
+            caption="../report/snr_bins.rst",
+            category="Scaling",
+            labels={"figure": "R2 per S/N bin"},
+        ),
+        pdfs=[f"{PLOTS}/{name}.pdf" for name in FIGURES],
+    log:
+        f"{LOGS}/plots.log",
+    benchmark:
+        f"{BENCH}/plots.tsv"
+    localrule: True
+    conda:
+        "../envs/specscale.yaml"
+    resources:
+        mem_mb=scaled("plots", "mem_mb"),
+        runtime=scaled("plots", "runtime"),
+    params:
+        out=lambda wildcards, output: os.path.dirname(output.scaling),
+    shell:
+        "specscale plot {input} --out {params.out} > {log} 2>&1"
+
+
+rule report:
+    input:
+        cube=CUBE,
+        plots=rules.plots.output,
+    output:
+        REPORT,
+    log:
+        f"{LOGS}/report.log",
+    benchmark:
+        f"{BENCH}/report.tsv"
+    localrule: True
+    conda:
+        "../envs/specscale.yaml"
+    resources:
+        mem_mb=scaled("plots", "mem_mb"),
+        runtime=scaled("plots", "runtime"),
+    params:
+        plots=lambda wildcards, input: os.path.dirname(input.plots[0]),
+    shell:
+        "specscale report {input.cube} --plots {params.plots} --out {output} > {log} 2>&1"
