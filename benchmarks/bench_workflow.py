@@ -81,8 +81,10 @@ def sweep_summary(workdir: Path) -> dict:
     results = workdir / "results"
     for tsv in results.rglob("*.tsv"):
         rel = tsv.relative_to(results).parts
-        rule = rel[1] if rel[0] == "benchmarks" else rel[4] if rel[0] == "cells" else rel[0]
-        rule = f"train {rule}" if rel[0] == "cells" else rule
+        if rel[0] == "cells":  # cells/{dataset}/noise/mag/{model}/n/s/benchmark.tsv
+            rule = f"train {rel[4]}"
+        else:  # benchmarks/{rule}/... or benchmarks/{rule}.tsv
+            rule = Path(rel[1]).stem if len(rel) == 2 else rel[1]
         with tsv.open() as fh:
             row = list(csv.DictReader(fh, delimiter="\t"))[-1]
         per_rule.setdefault(rule, []).append(float(row["s"]))

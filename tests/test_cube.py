@@ -212,6 +212,11 @@ def test_mismatched_or_malformed_cells_fail_naming_the_file(tmp_path):
     pairs = [(cell, write_cell(tmp_path, cell)), (other, write_cell(tmp_path, other, rec))]
     with pytest.raises(CubeError, match="different datasets"):
         collect(pairs)
+    # ... and neither can a ceiling of another dataset
+    stale = write_ceiling(tmp_path / "c.nc", 1.0, "21.5")  # dataset d1
+    rec["provenance"]["dataset_id"] = rec["data"]["dataset_id"] = "d2"
+    with pytest.raises(CubeError, match=r"c\.nc: ceiling of dataset d1, the cells' is \['d2'\]"):
+        collect([(other, write_cell(tmp_path, other, rec))], ceilings={(1.0, "21.5"): stale})
 
 
 def test_collecting_a_thousand_cells_takes_seconds(tmp_path):

@@ -99,6 +99,15 @@ def test_tiny_sweep_leaves_cube_plots_and_report(tiny_sweep):
     assert proc.returncode == 0 and "ridge" in proc.stdout
 
 
+def test_snakemake_html_report_carries_the_figures(tiny_sweep):
+    proc = snakemake(tiny_sweep, "--report", "report.html", config=TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    html = (tiny_sweep / "report.html").read_text()
+    for caption in ("seed mean per model", "Gap between the population ceiling", "fewer than 20 test stars"):
+        assert caption in html  # workflow/report/*.rst, attached to the plots' outputs
+    (tiny_sweep / "report.html").unlink()
+
+
 def test_second_run_does_nothing(tiny_sweep):
     assert "Nothing to be done" in dry_run(tiny_sweep, TINY)
     summary = snakemake(tiny_sweep, "--summary", config=TINY)
@@ -184,9 +193,9 @@ def test_default_and_full_protocol_plan_in_seconds(tmp_path):
     jobs = planned(default.stdout)
     n_cells = len(grid["noise"]) * len(grid["mag"])
     assert jobs["ceiling"] == n_cells and jobs["simulate"] == 1 and jobs["collect"] == 1
-    assert jobs["train"] + jobs["train_vit"] == n_cells * sum(
-        len(grid["per_model"].get(m, {}).get("n_train", grid["n_train"])) * len(grid["seed"]) for m in grid["model"]
-    )
+    axes = [[len(grid["per_model"].get(m, {}).get(a, grid[a])) for a in ("noise", "mag", "n_train", "seed")]
+            for m in grid["model"]]
+    assert jobs["train"] + jobs["train_vit"] == sum(a * b * c * d for a, b, c, d in axes)
     t0 = time.perf_counter()
     full = subprocess.run([str(BIN / "snakemake"), "-n", "--quiet", "rules", "--directory", str(tmp_path), "-s",
                            str(REPO / "Snakefile"), "--configfile", str(REPO / "config/logg1m.yaml")],

@@ -167,9 +167,9 @@ def collect(
                     raise CubeError(f"{path}: S/N bin edges {snr_bins.get('edges')} differ from {list(SNR_EDGES)}")
                 for name in BIN_METRICS:
                     bins[name][at] = [_number(v) for v in snr_bins[name]]
+        except CubeError:
+            raise
         except (TypeError, ValueError, KeyError) as exc:
-            if isinstance(exc, CubeError):
-                raise
             raise CubeError(f"{path}: malformed metrics ({exc})") from exc
         provenance = record.get("provenance") or {}
         data_id = provenance.get("dataset_id") or (record.get("data") or {}).get("dataset_id")
@@ -210,7 +210,7 @@ def collect(
     }
     global_attrs.update(attrs or {})
     if ceilings:
-        ds, global_attrs["ceiling_provenance"] = _fold_ceilings(ds, ceilings)
+        ds, global_attrs["ceiling_provenance"] = _fold_ceilings(ds, ceilings, set(dataset_ids))
     if curves:
         ds, global_attrs["curves_provenance"] = _fold_curves(ds, curves)
     ds.attrs = {k: v if isinstance(v, (str, int, float)) else json.dumps(v, sort_keys=True, default=str)
@@ -244,9 +244,10 @@ def _load_netcdf(path: Path, what: str) -> xr.Dataset:
         raise CubeError(f"{path}: not a readable {what} netCDF file ({exc})") from exc
 
 
-def _fold_ceilings(ds: xr.Dataset, ceilings: Mapping[tuple[float, str], str | Path]):
+def _fold_ceilings(ds: xr.Dataset, ceilings: Mapping[tuple[float, str], str | Path], dataset_ids: set[str]):
     """Add the numeric summary variables (scalars, per S/N bin) of the per-cell ceiling files as
-    ceiling_*(noise, mag[, snr_bin]); per-star arrays stay in the files."""
+    ceiling_*(noise, mag[, snr_bin]); per-star arrays stay in the files. A ceiling computed on
+    another dataset than the cells' is an error."""
     noise_at = {v: i for i, v in enumerate(ds.noise.values.tolist())}
     mag_at = {v: i for i, v in enumerate(ds.mag.values.tolist())}
     arrays: dict[str, np.ndarray] = {}
@@ -257,6 +258,8 @@ def _fold_ceilings(ds: xr.Dataset, ceilings: Mapping[tuple[float, str], str | Pa
         if noise not in noise_at or mag not in mag_at:
             raise CubeError(f"{path}: ceiling cell (noise {noise}, mag {mag}) is off the cube's axes")
         c = _load_netcdf(path, "ceiling")
+        if dataset_ids and "dataset_id" in c.attrs and str(c.attrs["dataset_id"]) not in dataset_ids:
+            raise CubeError(f"{path}: ceiling of dataset {c.attrs['dataset_id']}, the cells' is {sorted(dataset_ids)}")
         meta = dict(c.attrs)
         if "definitions" in meta:  # the same for every cell: kept once
             attrs["definitions"] = meta.pop("definitions")
@@ -398,8 +401,9 @@ def headline(ds: xr.Dataset, baseline: str | None = None) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------- printing
-def _fmt(value, spec: str = ".3f") -> str:
-    return "-" if value is None or (isinstance(value, float) and not np.isfinite(value)) else format(value, spec)
+def format_number(value, spec: str = ".3f", missing: str = "-") -> str:
+    """``format(value, spec)``, or ``missing`` for None/NaN (an excluded or absent cell)."""
+    return missing if value is None or not np.isfinite(value) else format(value, spec)
 
 
 def format_table(ds: xr.Dataset, metrics: tuple[str, ...] = ("r2", "mae", "rmse", "r2_top20", "train_s")) -> str:
@@ -420,7 +424,7 @@ def format_table(ds: xr.Dataset, metrics: tuple[str, ...] = ("r2", "mae", "rmse"
     for noise in ds.noise.values.tolist():
         for mag in ds.mag.values.tolist():
             ceil = "  ".join(
-                f"{label} {_fmt(float(ds[name].sel(noise=noise, mag=mag)))}"
+                f"{label} {format_number(float(ds[name].sel(noise=noise, mag=mag)))}"
                 for name, label in (("ceiling_pop", "population"), ("ceiling_median", "median"),
                                     ("ceiling_pop_top20", "population top20"))
                 if name in ds
@@ -435,9 +439,11 @@ def format_table(ds: xr.Dataset, metrics: tuple[str, ...] = ("r2", "mae", "rmse"
                     cols = []
                     for m in metrics:
                         v = float(mean[m].sel(at))
-                        if m == "r2":
-                            cols.append(f"{_fmt(v):>7} +-{_fmt(float(std.sel(at))):<5}" if k > 1 else f"{_fmt(v):>14}")
+                        if m != "r2":
+                            cols.append(f"{format_number(v, '.3f' if abs(v) < 100 else '.0f'):>10}")
+                        elif k > 1:  # R^2 +- its spread over seeds
+                            cols.append(f"{format_number(v):>7} +-{format_number(float(std.sel(at))):<5}")
                         else:
-                            cols.append(f"{_fmt(v, '.3f' if abs(v) < 100 else '.0f'):>10}")
+                            cols.append(f"{format_number(v):>14}")
                     lines.append(f"  {model:<{widths['model']}}  {n:>8}  {k:>5}  " + "  ".join(cols))
     return "\n".join(lines)

@@ -150,7 +150,7 @@ def ceiling_curves_figure(ds: xr.Dataset):
             ax.errorbar(centre, row["best_r2"], xerr=half if half else None, fmt="o", ms=5, capsize=2,
                         color=colors[row["best_model"]], label=f"best: {row['best_model']}")
             ax.annotate(f"n={row['best_n_train']}", (centre, row["best_r2"]), textcoords="offset points",
-                        xytext=(4, -10), fontsize="x-small")
+                        xytext=(4, 4 if half else -10), fontsize="x-small")  # range cells above, fixed below
             if np.isfinite(row["ceiling_pop"]) and not has_curves:
                 ax.plot(centre, row["ceiling_pop"], "_", ms=14, color="0.3", label="ceiling (population)")
         ax.set_title(f"noise {noise:g}", fontsize="medium")

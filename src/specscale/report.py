@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .cube import DIMS, headline, json_attr, reference_models
+from .cube import DIMS, format_number, headline, json_attr, reference_models
 from .plots import FIGURES
 
 
 def _num(value, spec: str = ".3f") -> str:
-    return "–" if value is None or not np.isfinite(value) else format(value, spec)
+    return format_number(value, spec, missing="–")
 
 
 def headline_table(ds: xr.Dataset) -> list[str]:

@@ -21,7 +21,6 @@ from specscale.train import TRACKED
 
 validate(config, schema="../schemas/config.schema.yaml")
 
-AXES = ("noise", "mag", "model", "n_train", "seed")
 SIZE_KEYS = ("n_train", "n_val", "n_test", "seed")
 # the transformer models: their own rule (train_vit) asks for a GPU and logs to W&B
 VIT_MODELS = tuple(m for m in config["grid"]["model"] if m in TRACKED)
@@ -104,41 +103,41 @@ def canonical(axis, value):
     return str(value)
 
 
-def check_grid():
+def check_models():
+    """Grid models, per-model entries, report models and models.<name> sections: known names,
+    hyper-parameters accepted by the model's Params dataclass."""
     grid, known = config["grid"], model_names()
-    for i, model in enumerate(grid["model"]):
+    named = [(f"grid.model[{i}]", m) for i, m in enumerate(grid["model"])]
+    named += [("report.baseline", config["report"]["baseline"])]
+    named += [
+        (f"report.references[{i}]", m)
+        for i, m in enumerate(config["report"]["references"])
+    ]
+    named += [(f"models.{m}", m) for m in section(config, "models")]
+    for key, model in named:
         if model not in known:
-            raise config_error(
-                f"grid.model[{i}]", f"unknown model {model!r}; known: {known}"
-            )
-        try:
-            model_params(model, config)
-        except (ConfigError, ValueError) as exc:
-            raise config_error(f"models.{model}", exc) from None
+            raise config_error(key, f"unknown model {model!r}; known: {known}")
     for model in grid["per_model"]:
         if model not in grid["model"]:
             raise config_error(
                 f"grid.per_model.{model}", f"not in grid.model {grid['model']}"
             )
-    for model in section(config, "models"):
-        if model not in known:
-            raise config_error(f"models.{model}", f"unknown model; known: {known}")
+    for model in dict.fromkeys([*grid["model"], *section(config, "models")]):
         try:
             model_params(model, config)
         except (ConfigError, ValueError) as exc:
             raise config_error(f"models.{model}", exc) from None
-    named = [("report.baseline", config["report"]["baseline"])]
-    named += [
-        (f"report.references[{i}]", m)
-        for i, m in enumerate(config["report"]["references"])
-    ]
-    for key, model in named:
-        if model not in known:
-            raise config_error(key, f"unknown model {model!r}; known: {known}")
+
+
+def check_against_dataset():
+    """Training sizes, magnitude cells and star counts the dataset can serve."""
+    grid = config["grid"]
     places = [("grid", grid)] + [
-        (f"grid.per_model.{m}", spec) for m, spec in grid["per_model"].items()
+        (f"grid.per_model.{m}", s) for m, s in grid["per_model"].items()
     ]
+    mags = [(f"grid.curves.mag[{i}]", m) for i, m in enumerate(grid["curves"]["mag"])]
     for where, spec in places:
+        mags += [(f"{where}.mag[{i}]", m) for i, m in enumerate(spec.get("mag", []))]
         for i, n in enumerate(spec.get("n_train", [])):
             if n > DATA_INFO["n_train"]:
                 raise config_error(
@@ -146,37 +145,27 @@ def check_grid():
                     f"{n} exceeds the {DATA_INFO['n_train']} training stars of "
                     f"datasets.{DATASET} (its n_train)",
                 )
-        for i, mag in enumerate(spec.get("mag", [])):
-            try:
-                DATA_INFO["check_mag"](MagCell.parse(mag))
-            except ValueError as exc:
-                raise config_error(f"{where}.mag[{i}]", f"{mag!r}: {exc}") from None
-    stars = {
-        "grid.ceiling.stars": grid["ceiling"].get("stars"),
-        "grid.curves.stars": grid["curves"]["stars"],
-    }
-    for key, value in stars.items():
-        if value is not None and value > DATA_INFO["n_test"]:
-            raise config_error(
-                key,
-                f"{value} exceeds the {DATA_INFO['n_test']} test stars of datasets.{DATASET}",
-            )
-    for i, mag in enumerate(grid["curves"]["mag"]):
+    for key, mag in mags:
         try:
             DATA_INFO["check_mag"](MagCell.parse(mag))
         except ValueError as exc:
-            raise config_error(f"grid.curves.mag[{i}]", f"{mag!r}: {exc}") from None
-    package = [
-        ("fisher", "specscale.fisher", "FisherConfig"),
-        ("wandb", "specscale.tracking", "WandbConfig"),
-    ]
-    for key, module, cls in package:
-        try:
-            from_dict(
-                getattr(__import__(module, fromlist=[cls]), cls),
-                section(config, key),
-                key,
+            raise config_error(key, f"{mag!r}: {exc}") from None
+    for key in ("ceiling", "curves"):
+        stars = grid[key].get("stars")
+        if stars is not None and stars > DATA_INFO["n_test"]:
+            raise config_error(
+                f"grid.{key}.stars",
+                f"{stars} exceeds the {DATA_INFO['n_test']} test stars of datasets.{DATASET}",
             )
+
+
+def check_package_sections():
+    from specscale.fisher import FisherConfig
+    from specscale.tracking import WandbConfig
+
+    for key, cls in (("fisher", FisherConfig), ("wandb", WandbConfig)):
+        try:
+            from_dict(cls, section(config, key), key)
         except (ConfigError, ValueError) as exc:
             raise config_error(key, exc) from None
 
@@ -229,7 +218,9 @@ def grid_cells():
     return cells
 
 
-check_grid()
+check_models()
+check_against_dataset()
+check_package_sections()
 CELLS = grid_cells()
 # (noise, mag) cells with a Fisher ceiling: those the models run at
 CEILING_CELLS = sorted(
