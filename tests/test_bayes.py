@@ -14,12 +14,7 @@ from specscale.models.oracle import levenberg_marquardt
 from specscale.store import SimulationConfig, simulate
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Linear:
