@@ -59,6 +59,19 @@ def test_autodiff_jacobian_equals_central_differences(model, jac):
         assert (fd - J[:, :, k]).abs().max() < 1e-5 * scale, f"parameter {k}"
 
 
+def test_fast_jacobian_equals_whole_simulator_forward_mode(model, jac):
+    """The default Jacobian (autodiff through the laws, chain rule written out through the
+    fine-grid stages) is the same derivative as forward-mode AD through the whole simulator."""
+    flux, J = jac
+    flux_ad, J_ad = model.jacobian(STARS, method="forward_ad")
+    assert torch.allclose(flux, flux_ad, rtol=0, atol=1e-13)
+    for k in range(4):
+        scale = J_ad[:, :, k].abs().max()
+        assert (J[:, :, k] - J_ad[:, :, k]).abs().max() < 1e-11 * scale, f"parameter {k}"
+    with pytest.raises(ValueError, match="unknown Jacobian method"):
+        model.jacobian(STARS, method="reverse")
+
+
 def test_smooth_median_has_no_kinks():
     # the smoothed median's derivative changes continuously when pixels swap order
     x = torch.linspace(0.9, 1.1, 101, dtype=torch.float64)

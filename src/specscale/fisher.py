@@ -17,7 +17,7 @@ Var_prior (the headline: it is what an R^2 over the test stars can at best be fo
 estimators) and the study's definition, the median over stars of r2_max, beside it; both also on
 the top-20% S/N stars and in the S/N bins of :mod:`specscale.metrics`.
 
-J comes from the simulator by forward-mode autodiff in float64 (synthetic datasets, checked
+J comes from the simulator by autodiff in float64 (synthetic datasets, checked
 against the stored noiseless flux), or, for files without a simulator (the study's PFS files), by
 local-linear finite differences against the nearest noiseless training spectra (see
 :class:`NeighbourJacobian`). J does not depend on noise level or magnitude, only sigma does:
@@ -133,9 +133,10 @@ def check_resimulated(source: Source, split: str, rows: np.ndarray, simulated: n
 
 
 class SimulatorJacobian:
-    """J of a synthetic dataset's stars by forward-mode autodiff of its simulator, float64."""
+    """J of a synthetic dataset's stars by autodiff of its simulator (``SyntheticAtmosphere.jacobian``),
+    float64."""
 
-    method = "forward-mode autodiff of the dataset's simulator (float64), checked against the stored flux"
+    method = "autodiff of the dataset's simulator (float64), checked against the stored flux"
 
     def __init__(self, source: Source, config: FisherConfig):
         self.source, self.config = source, config

@@ -105,7 +105,7 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _spectra(model, labels: np.ndarray, device, batch: int = 256):
+def _spectra(model, labels: np.ndarray, device, batch: int = 128):
     """Noiseless normalised flux (float32) and fmed0 (float64) in compute batches small enough
     to stay in cache on a CPU (large batches are slower per spectrum there)."""
     batch = batch if device.type == "cpu" else 4096

@@ -94,19 +94,37 @@ class Tracker:
             self.run = None
 
 
-def read_offline_run(run_dir) -> dict:
-    """Config, history rows and summary of an offline run directory (``.../offline-run-*``), read
-    from its ``run-*.wandb`` record log (LevelDB-style log of protobuf records): what a sync would
-    upload. Returns {"id", "group", "name", "project", "config", "history", "summary"}."""
+def read_offline_run(run_dir, wait_s: float = 30.0) -> dict:
+    """Config, history rows and summary of a finished offline run directory (``.../offline-run-*``),
+    read from its ``run-*.wandb`` record log (LevelDB-style log of protobuf records): what a sync
+    would upload. Returns {"id", "group", "name", "project", "config", "history", "summary"}.
+
+    W&B's service process may still be flushing the log when ``run.finish()`` has returned, so this
+    re-reads for up to ``wait_s`` seconds until the run's final (exit) record is there."""
+    import time
+
     from wandb.proto import wandb_internal_pb2 as pb
 
     files = sorted(Path(run_dir).glob("run-*.wandb"))
     if not files:
         raise FileNotFoundError(f"no run-*.wandb file in {run_dir}")
+    deadline = time.monotonic() + wait_s
+    while True:
+        records = []
+        try:
+            for rec in _records(files[0].read_bytes()):
+                r = pb.Record()
+                r.ParseFromString(rec)
+                records.append(r)
+        except Exception:  # noqa: BLE001 - a record cut off mid-write: read again
+            records = []
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{files[0]}: run log has no exit record after {wait_s:g} s (run not finished?)")
+        time.sleep(0.2)
     out = {"config": {}, "history": [], "summary": {}}
-    for rec in _records(files[0].read_bytes()):
-        r = pb.Record()
-        r.ParseFromString(rec)
+    for r in records:
         kind = r.WhichOneof("record_type")
         if kind == "run":
             out.update(id=r.run.run_id, group=r.run.run_group, name=r.run.display_name, project=r.run.project)
