@@ -15,15 +15,15 @@ import argparse
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from _common import write_section  # noqa: E402
+
 P = 4096
 CHUNK = 4096  # RidgeParams.batch
-RESULTS = Path(__file__).with_name("RESULTS-models.md")
 
 
 def _rows(n: int, seed: int = 0):
@@ -73,15 +73,6 @@ def _run_child(kind: str, n: int, threads: int) -> dict:
     out = subprocess.run([sys.executable, __file__, f"--child-{kind}", str(n)], env=env, check=True,
                          capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
-
-
-def write_section(name: str, text: str) -> None:
-    """Replace (or append) the section between <!-- name:start --> and <!-- name:end -->."""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    block = f"{start}\n{text.rstrip()}\n{end}\n"
-    old = RESULTS.read_text() if RESULTS.exists() else "# Model benchmarks\n\n"
-    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end) + r"\n?", re.S)
-    RESULTS.write_text(pattern.sub(lambda _: block, old) if pattern.search(old) else old.rstrip() + "\n\n" + block)
 
 
 def main() -> None:

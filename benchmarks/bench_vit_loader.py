@@ -15,22 +15,13 @@ import argparse
 import dataclasses
 import os
 import platform
-import re
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).with_name("RESULTS-models.md")
+from _common import loader_rate, write_section  # noqa: E402
 
-
-def write_section(name: str, text: str) -> None:
-    """Replace (or append) the section between <!-- name:start --> and <!-- name:end -->."""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    block = f"{start}\n{text.rstrip()}\n{end}\n"
-    old = RESULTS.read_text() if RESULTS.exists() else "# Model benchmarks\n\n"
-    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end) + r"\n?", re.S)
-    RESULTS.write_text(pattern.sub(lambda _: block, old) if pattern.search(old) else old.rstrip() + "\n\n" + block)
 
 
 def timed_steps(model, batches, steps: int, warmup: int, start_step: int = 0) -> float:
@@ -57,19 +48,6 @@ def timed_steps(model, batches, steps: int, warmup: int, start_step: int = 0) ->
         loss = model.train_step(b, start_step + warmup + k)
     loss.item()
     return n / (time.perf_counter() - t0)
-
-
-def loader_only(loader, sampler, batches: int) -> float:
-    n, epoch = 0, 0
-    t0 = time.perf_counter()
-    while True:
-        sampler.set_epoch(epoch)
-        for b in loader:
-            n += b["flux"].shape[0]
-            batches -= 1
-            if batches == 0:
-                return n / (time.perf_counter() - t0)
-        epoch += 1
 
 
 def main() -> None:
@@ -117,7 +95,7 @@ def main() -> None:
         step += args.steps + args.warmup
         loader_rates.append(timed_steps(model, model.loader, args.steps, args.warmup, step))
         step += args.steps + args.warmup
-    only = loader_only(model.loader, model.sampler, max(20, args.steps))
+    only = loader_rate(model.loader, model.sampler, max(20, args.steps))
     model.close()
     mem, real = statistics.median(mem_rates), statistics.median(loader_rates)
     overhead = 1.0 - real / mem

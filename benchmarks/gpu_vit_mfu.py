@@ -25,15 +25,15 @@ import dataclasses
 import json
 import os
 import platform
-import re
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _common import loader_rate, write_section  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-RESULTS = Path(__file__).with_name("RESULTS-models.md")
 ViT_SLAB_DEFAULT = 32
 
 # dense bf16 tensor-core peaks (no sparsity), FLOP/s, by a substring of the device name
@@ -48,14 +48,6 @@ def peak_flops(name: str) -> float | None:
         if key in name:
             return value
     return None
-
-
-def write_section(name: str, text: str) -> None:
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    block = f"{start}\n{text.rstrip()}\n{end}\n"
-    old = RESULTS.read_text() if RESULTS.exists() else "# Model benchmarks\n\n"
-    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end) + r"\n?", re.S)
-    RESULTS.write_text(pattern.sub(lambda _: block, old) if pattern.search(old) else old.rstrip() + "\n\n" + block)
 
 
 def run_steps(model, batches, steps: int, first_step: int) -> tuple[float, float]:
@@ -82,18 +74,6 @@ def run_steps(model, batches, steps: int, first_step: int) -> tuple[float, float
     return n / dt, dt
 
 
-def loader_rate(model, batches: int) -> float:
-    n, epoch, t0 = 0, 0, time.perf_counter()
-    while True:
-        model.sampler.set_epoch(epoch)
-        for b in model.loader:
-            n += b["flux"].shape[0]
-            batches -= 1
-            if batches == 0:
-                return n / (time.perf_counter() - t0)
-        epoch += 1
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", help="existing dataset; default: simulate --n-train spectra (on the GPU)")
@@ -105,6 +85,7 @@ def main() -> None:
     ap.add_argument("--prefetch", type=int, default=4)
     ap.add_argument("--slab", type=int, default=ViT_SLAB_DEFAULT, help="consecutive rows per read inside a batch")
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--compile-mode", default="default", help="torch.compile mode (models.vit.compile_mode)")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes on any device: checks the code paths")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--diagnose", action="store_true",
@@ -124,7 +105,7 @@ def main() -> None:
     cpus = cpu_count()
     workers = args.workers if args.workers is not None else min(16, cpus)
     params = ViTParams(batch=args.batch, workers=workers, prefetch=args.prefetch, slab=args.slab,
-                       compile=cuda and not args.no_compile)
+                       compile=cuda and not args.no_compile, compile_mode=args.compile_mode)
     n_train, steps, warmup = args.n_train, args.steps, args.warmup
     if args.smoke:  # the code paths, not the numbers
         params = dataclasses.replace(params, depth=2, width=64, heads=4, mlp=128, batch=16, workers=min(2, workers),
@@ -161,7 +142,7 @@ def main() -> None:
     mem_rate, mem_s = run_steps(model, memory, steps, warmup)
     run_steps(model, model.loader, max(2, warmup // 3), warmup + steps)  # start the workers
     ld_rate, ld_s = run_steps(model, model.loader, steps, 2 * warmup + steps)
-    only = loader_rate(model, max(steps, 20))
+    only = loader_rate(model.loader, model.sampler, max(steps, 20))
     if args.diagnose:
         import itertools
 
@@ -186,7 +167,7 @@ def main() -> None:
 
     res = {
         "device": name, "torch": torch.__version__, "cpus": cpus, "workers": workers, "batch": params.batch,
-        "compiled": params.compile, "amp_bf16": model.use_amp, "n_params": model.net.n_params(),
+        "compiled": params.compile, "compile_mode": params.compile_mode, "amp_bf16": model.use_amp, "n_params": model.net.n_params(),
         "tokens": model.net.n_tokens, "flops_per_spectrum": flops, "peak_flops": peak, "n_train": n_train,
         "steps": steps, "simulate_s": sim_s, "load_to_memory_s": load_s, "warmup_s": warm_s,
         "memory_spectra_per_s": mem_rate, "loader_spectra_per_s": ld_rate, "loader_only_spectra_per_s": only,
@@ -201,7 +182,7 @@ def main() -> None:
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {name} (torch {torch.__version__}, {cpus} CPUs, "
         f"{workers} loader workers, {params.slab}-row slabs); ViT {params.depth} layers x width {params.width}, {res['n_params']:,} parameters, "
-        f"{res['tokens']} tokens, batch {params.batch}, bf16 autocast {model.use_amp}, torch.compile {params.compile}; "
+        f"{res['tokens']} tokens, batch {params.batch}, bf16 autocast {model.use_amp}, torch.compile {params.compile} (mode {params.compile_mode}); "
         f"{n_train:,} training spectra (simulated in {sim_s:.0f} s); {steps} timed steps per feed after {warmup} warm-up "
         f"steps ({warm_s:.0f} s incl. compilation). Model FLOPs per spectrum (train step) {flops / 1e9:.2f} G; "
         f"peak {peak / 1e12 if peak else float('nan'):.0f} TFLOP/s dense bf16.",

@@ -1,8 +1,21 @@
-"""Shared fixtures: small simulated datasets made once per test session."""
+"""Shared fixtures: small simulated datasets made once per test session, W&B kept offline, and
+the local SLURM cluster (CI starts it with .ci/slurm-up.sh) for the tests marked ``slurm``."""
 
 from __future__ import annotations
 
+import functools
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# the local test cluster (.ci/slurm-up.sh)
+PARTITION = "debug"
+ACCOUNT = "default"
 
 TINY = {"n_train": 300, "n_val": 100, "n_test": 100, "seed": 7, "device": "cpu"}
 
@@ -38,3 +51,40 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@functools.cache
+def _why_no_cluster() -> str | None:
+    if shutil.which("sbatch") is None:
+        return "no SLURM: `sbatch` is not on PATH (CI starts a cluster with .ci/slurm-up.sh)"
+    try:
+        proc = subprocess.run(["sinfo", "-h", "-o", "%P %t"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"no SLURM cluster: `sinfo` failed ({exc}); start one with .ci/slurm-up.sh"
+    if proc.returncode != 0:
+        return f"no SLURM cluster: `sinfo` failed ({proc.stderr.strip() or proc.returncode}); start one with .ci/slurm-up.sh"
+    return None
+
+
+@pytest.fixture
+def slurm_cluster() -> None:
+    """Skips only when there is no cluster to talk to (no `sbatch`, or `sinfo` fails)."""
+    reason = _why_no_cluster()
+    if reason:
+        pytest.skip(reason)
+
+
+def job_env() -> dict[str, str]:
+    """Environment for Snakemake/submitit: SLURM jobs inherit it (sbatch --export=ALL),
+    and each job re-runs Snakemake/Python, so the interpreter's bin/ must be on PATH."""
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    # a stray SLURM_JOB_ID (tests run inside a SLURM job) confuses the plugin
+    for key in [k for k in env if k.startswith("SLURM_") and k != "SLURM_CONF"]:
+        del env[key]
+    return env
+
+
+def snakemake_cmd() -> list[str]:
+    exe = Path(sys.executable).parent / "snakemake"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "snakemake"]

@@ -13,74 +13,26 @@ They are skipped only when ``sbatch`` is not on PATH or ``sinfo`` fails (no clus
 
 from __future__ import annotations
 
-import functools
 import os
 import re
-import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import ACCOUNT, PARTITION, REPO, job_env, snakemake_cmd
 
 pytestmark = pytest.mark.slurm
 
-REPO = Path(__file__).resolve().parents[1]
 SMOKE_SNAKEFILE = REPO / "tests" / "slurm_smoke" / "Snakefile"
 SLURM_PROFILE = REPO / "profiles" / "slurm"
-# the local test cluster (.ci/slurm-up.sh)
-PARTITION = "debug"
-ACCOUNT = "default"
-
-
-@functools.cache
-def _why_no_cluster() -> str | None:
-    if shutil.which("sbatch") is None:
-        return "no SLURM: `sbatch` is not on PATH (CI starts a cluster with .ci/slurm-up.sh)"
-    try:
-        proc = subprocess.run(
-            ["sinfo", "-h", "-o", "%P %t"], capture_output=True, text=True, timeout=20
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"no SLURM cluster: `sinfo` failed ({exc}); start one with .ci/slurm-up.sh"
-    if proc.returncode != 0:
-        return (
-            "no SLURM cluster: `sinfo` failed "
-            f"({proc.stderr.strip() or proc.returncode}); start one with .ci/slurm-up.sh"
-        )
-    return None
-
-
-@pytest.fixture
-def slurm_cluster() -> None:
-    reason = _why_no_cluster()
-    if reason:
-        pytest.skip(reason)
-
-
-def _job_env() -> dict[str, str]:
-    """Environment for Snakemake/submitit: SLURM jobs inherit it (sbatch --export=ALL),
-    and each job re-runs Snakemake/Python, so the interpreter's bin/ must be on PATH."""
-    env = dict(os.environ)
-    bindir = str(Path(sys.executable).parent)
-    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
-    # a stray SLURM_JOB_ID (tests run inside a SLURM job) confuses the plugin
-    for key in [k for k in env if k.startswith("SLURM_") and k != "SLURM_CONF"]:
-        del env[key]
-    return env
-
-
-def _snakemake_cmd() -> list[str]:
-    exe = Path(sys.executable).parent / "snakemake"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "snakemake"]
 
 
 def test_snakemake_slurm_profile_runs_toy_workflow(slurm_cluster, tmp_path: Path) -> None:
     workdir = tmp_path / "work"
     workdir.mkdir()
     slurm_logs = tmp_path / "slurm_logs"
-    cmd = _snakemake_cmd() + [
+    cmd = snakemake_cmd() + [
         "-s", str(SMOKE_SNAKEFILE),
         "--profile", str(SLURM_PROFILE),
         "--directory", str(workdir),
@@ -106,7 +58,7 @@ def test_snakemake_slurm_profile_runs_toy_workflow(slurm_cluster, tmp_path: Path
         cmd += ["--set-resources", "square:gpu=0", "square:cpus_per_gpu=0"]
     t0 = time.monotonic()
     proc = subprocess.run(
-        cmd, cwd=tmp_path, env=_job_env(), capture_output=True, text=True, timeout=240
+        cmd, cwd=tmp_path, env=job_env(), capture_output=True, text=True, timeout=240
     )
     elapsed = time.monotonic() - t0
     out = proc.stdout + proc.stderr
@@ -149,7 +101,7 @@ def test_snakemake_slurm_profile_runs_toy_workflow(slurm_cluster, tmp_path: Path
 
 def test_submitit_autoexecutor_uses_slurm(slurm_cluster, tmp_path: Path, monkeypatch) -> None:
     submitit = pytest.importorskip("submitit")
-    env = _job_env()
+    env = job_env()
     monkeypatch.setenv("PATH", env["PATH"])
     for key in [k for k in os.environ if k.startswith("SLURM_") and k != "SLURM_CONF"]:
         monkeypatch.delenv(key)

@@ -9,18 +9,16 @@ from __future__ import annotations
 import re
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 import yaml
 
 from specscale.agents import AgentsConfig, launch_agents
-from test_slurm_cluster import ACCOUNT, PARTITION, _job_env, _snakemake_cmd, slurm_cluster  # noqa: F401
+from conftest import ACCOUNT, PARTITION, REPO, job_env, snakemake_cmd
 from test_workflow import TINY
 
 pytestmark = pytest.mark.slurm
 
-REPO = Path(__file__).resolve().parents[1]
 REMOTE_RULES = {"simulate", "ceiling", "ceiling_curves", "train"}  # the others are localrules
 
 
@@ -30,7 +28,7 @@ def test_small_sweep_runs_through_the_slurm_profile(slurm_cluster, tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(TINY))
     slurm_logs = tmp_path / "slurm_logs"
-    cmd = _snakemake_cmd() + [
+    cmd = snakemake_cmd() + [
         "-s", str(REPO / "Snakefile"),
         "--configfile", str(config),
         "--directory", str(workdir),
@@ -47,7 +45,7 @@ def test_small_sweep_runs_through_the_slurm_profile(slurm_cluster, tmp_path):
         "--slurm-keep-successful-logs",
     ]
     t0 = time.monotonic()
-    proc = subprocess.run(cmd, cwd=tmp_path, env=_job_env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=tmp_path, env=job_env(), capture_output=True, text=True, timeout=300)
     elapsed = time.monotonic() - t0
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"snakemake failed ({proc.returncode}):\n{out[-8000:]}"
@@ -74,7 +72,7 @@ def test_small_sweep_runs_through_the_slurm_profile(slurm_cluster, tmp_path):
 
 
 def test_agents_array_is_submitted_to_slurm(slurm_cluster, tmp_path, monkeypatch):
-    for key, value in _job_env().items():
+    for key, value in job_env().items():
         monkeypatch.setenv(key, value)
 
     def fake_agent(sweep_id, count, project, entity):  # local function: cloudpickle ships it by value

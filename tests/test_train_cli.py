@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -93,6 +94,10 @@ def test_rerun_of_a_finished_cell(tiny_dataset, tmp_path, config, capsys):
         ({"extra": ["--noise", "-1"]}, "--noise must be a finite number >= 0"),
         ({"extra": ["--device", "tpu"]}, "--device 'tpu': expected auto, cpu or cuda"),
         ({"extra": ["--device", "cuda"], "model": "ridge"}, "model 'ridge' runs on the CPU only"),
+        ({"extra": ["--nlayers=3"]}, "models.vit-tiny.nlayers"),
+        ({"extra": ["--depth=two"]}, "models.vit-tiny: depth='two'"),
+        ({"extra": ["--depth", "3"]}, "unrecognized argument '--depth': hyper-parameter overrides take the form"),
+        ({"extra": ["-x", "lr=3"]}, "unrecognized argument '-x'"),
     ],
 )
 def test_bad_input_fails_before_training(tiny_dataset, tmp_path, capsys, case, expect):
@@ -128,3 +133,34 @@ def test_ceiling_file_must_hold_both_values(tiny_dataset, tmp_path, capsys):
     xr.Dataset(attrs={"ceiling_pop": 0.7, "ceiling_median": 0.8, "mag": "21.5"}).to_netcdf(path, engine="h5netcdf")
     assert train(tiny_dataset, tmp_path / "o", "--ceiling", str(path)) == 2
     assert "magnitude cell 21.5" in capsys.readouterr().err
+
+
+def test_sweep_agent_command_line(tiny_dataset, tmp_path, config, monkeypatch, capsys):
+    """What a W&B sweep agent runs: ${args} as --NAME=VALUE overrides of models.MODEL, and
+    '{run_id}' in --out from $WANDB_RUN_ID; the overrides reach the model and its config hash."""
+    from specscale.train import parse_overrides
+
+    assert parse_overrides(["--lr=3e-4", "--depth=2", "--weight-decay=1e-2", "--loss=mse"]) == {
+        "lr": 3e-4, "depth": 2, "weight_decay": 1e-2, "loss": "mse"}
+    monkeypatch.delenv("WANDB_RUN_ID", raising=False)
+    assert train(tiny_dataset, tmp_path / "sweep" / "{run_id}", "--config", str(config)) == 2
+    assert "WANDB_RUN_ID is not set" in capsys.readouterr().err
+    monkeypatch.setenv("WANDB_RUN_ID", "abc123")
+    assert train(tiny_dataset, tmp_path / "sweep" / "{run_id}", "--config", str(config), "--width=8",
+                 "--lr=1e-3", "--max_epochs=1", n_train=200) == 0
+    m = json.loads((tmp_path / "sweep" / "abc123" / "metrics.json").read_text())
+    assert m["params"]["width"] == 8 and m["params"]["lr"] == 1e-3 and m["params"]["depth"] == 1  # file value kept
+    assert m["model_info"]["epochs"] == 1
+    # every parameter the shipped sweep definition varies is a field of models.vit
+    from specscale.models import model_params
+
+    sweep = yaml.safe_load(open(Path(__file__).parents[1] / "config" / "wandb_sweep.yaml"))
+    values = {k: (v["values"][0] if "values" in v else v["min"]) for k, v in sweep["parameters"].items()}
+    assert model_params("vit", {"models": {"vit": values}}).depth == values["depth"]
+    assert "{run_id}" in " ".join(sweep["command"]) and "${args}" in sweep["command"]
+
+
+def test_other_commands_reject_unknown_arguments(capsys):
+    with pytest.raises(SystemExit):
+        main(["snr", "x.h5", "--mag", "21.5", "--lr=3"])
+    assert "unrecognized arguments: --lr=3" in capsys.readouterr().err

@@ -28,16 +28,21 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
     p.add_argument("--threads", type=int, help="CPU threads (default: SLURM_CPUS_PER_TASK, else the CPU affinity)")
     p.add_argument("--force", action="store_true", help="retrain even if DIR/metrics.json exists (drops checkpoints)")
-    p.set_defaults(func=cmd_train)
+    p.epilog = ("Further arguments --NAME=VALUE override models.MODEL.NAME (a W&B sweep agent's ${args}); '{run_id}' "
+                "in --out becomes $WANDB_RUN_ID, so each sweep run gets its own directory.")
+    p.set_defaults(func=cmd_train, accepts_overrides=True)
 
 
 def cmd_train(args) -> int:
     from .models.vit import TrainingInterrupted
     from .train import CellRequest, run_cell
 
+    from .train import parse_overrides, sweep_out_dir
+
     req = CellRequest(model=args.model, data=args.data, noise=args.noise, mag=args.mag, n_train=args.n_train,
-                      seed=args.seed, out=args.out, config=args.config, ceiling=args.ceiling, device=args.device,
-                      threads=args.threads, force=args.force)
+                      seed=args.seed, out=sweep_out_dir(args.out), config=args.config, ceiling=args.ceiling,
+                      device=args.device, threads=args.threads, force=args.force,
+                      overrides=parse_overrides(getattr(args, "overrides", [])))
     try:
         result = run_cell(req)
     except TrainingInterrupted as exc:
@@ -47,5 +52,5 @@ def cmd_train(args) -> int:
     t = result["timing"]
     print(f"{args.model} n={args.n_train} seed={args.seed} noise={args.noise:g} mag={result['cell']['mag']}: "
           f"test R2 {m['r2']:.4f}  MAE {m['mae']:.4f} dex  (train {t['train_s']:.1f} s, predict {t['predict_s']:.1f} s)"
-          f" -> {args.out}/metrics.json")
+          f" -> {req.out}/metrics.json")
     return 0

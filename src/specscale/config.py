@@ -1,7 +1,8 @@
 """Configuration: small dataclasses filled from YAML, strict about unknown keys.
 
 A config file is YAML with top-level sections. The package reads ``simulation``,
-``observation``, ``atmosphere``, ``models``, ``fisher``, ``oracle`` and ``wandb``; the workflow's own
+``observation``, ``atmosphere``, ``models`` (the oracle fit's settings are ``models.oracle``), ``fisher``
+and ``wandb``; the workflow's own
 sections (``datasets``, ``grid``, ...) may sit in the same file and are ignored here (the workflow
 validates them against its JSON schema). Any other key is an error that names it.
 """
@@ -16,7 +17,7 @@ from typing import Any
 
 import yaml
 
-PACKAGE_SECTIONS = ("simulation", "observation", "atmosphere", "models", "fisher", "oracle", "wandb")
+PACKAGE_SECTIONS = ("simulation", "observation", "atmosphere", "models", "fisher", "wandb")
 WORKFLOW_SECTIONS = ("datasets", "grid", "exclude", "resources", "results", "report", "sweep", "benchmark")
 
 

@@ -5,7 +5,8 @@ after the model, training size and seed, ``"{model}_n{N}_s{S}"``, so a project's
 one scaling sweep per group. No account, key or network is ever needed: the mode is the config's
 ``wandb.mode``, else ``$WANDB_MODE``, else "offline" (runs land in ``<dir>/wandb/`` and can be
 uploaded later with ``wandb sync``); "disabled" does nothing at all. The run id is kept in the
-cell's work directory, so a resumed job continues its run instead of starting another.
+cell's work directory, so a resumed job continues its run instead of starting another; under a W&B
+sweep agent ($WANDB_SWEEP_ID set) the agent's $WANDB_RUN_ID is the run.
 
 Config section ``wandb: {mode, project, entity, dir}``.
 """
@@ -67,7 +68,10 @@ class Tracker:
         root.mkdir(parents=True, exist_ok=True)
         workdir.mkdir(parents=True, exist_ok=True)
         id_file = workdir / "wandb_run_id"
-        run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
+        if os.environ.get("WANDB_SWEEP_ID") and os.environ.get("WANDB_RUN_ID"):
+            run_id = os.environ["WANDB_RUN_ID"]  # a sweep agent's run: its id ties the run to the sweep
+        else:
+            run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
         id_file.write_text(run_id)
         self.run = wandb.init(
             mode=self.mode, project=cfg.project, entity=cfg.entity, dir=str(root), group=group, name=name,

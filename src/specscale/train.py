@@ -60,6 +60,33 @@ class CellRequest:
     device: str = "auto"
     threads: int | None = None
     force: bool = False
+    overrides: dict | None = None  # models.<model>.<name> values that replace the config file's
+
+
+def parse_overrides(args: list[str]) -> dict:
+    """``["--lr=3e-4", "--depth=6"]`` -> {"lr": 0.0003, "depth": 6}: the form a W&B sweep agent's
+    ${args} takes. Values are read as JSON where they parse (numbers, true/false, lists), else kept
+    as strings; anything not of the form --NAME=VALUE is an error naming it."""
+    out = {}
+    for a in args:
+        name, eq, value = a[2:].partition("=") if a.startswith("--") else ("", "", "")
+        if not eq or not name.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"unrecognized argument {a!r}: hyper-parameter overrides take the form --NAME=VALUE")
+        try:
+            out[name.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            out[name.replace("-", "_")] = value
+    return out
+
+
+def sweep_out_dir(out: str) -> str:
+    """``--out`` with '{run_id}' replaced by the W&B sweep agent's $WANDB_RUN_ID."""
+    if "{run_id}" not in out:
+        return out
+    run_id = os.environ.get("WANDB_RUN_ID")
+    if not run_id:
+        raise ValueError(f"--out {out} contains {{run_id}} but WANDB_RUN_ID is not set (only a W&B sweep agent sets it)")
+    return out.replace("{run_id}", run_id)
 
 
 def read_ceiling(path, noise: float, mag: MagCell) -> dict:
@@ -162,6 +189,10 @@ def run_cell(req: CellRequest) -> dict:
     """Validate, train, predict, write. Returns the metrics.json content."""
     # ---- validate everything before any expensive work
     config = load_config(req.config)
+    if req.overrides:
+        models = dict(config.get("models") or {})
+        models[req.model] = {**(models.get(req.model) or {}), **req.overrides}
+        config = {**config, "models": models}
     params = model_params(req.model, config)  # unknown model / key / value -> ConfigError naming it
     wandb_cfg = from_dict(WandbConfig, section(config, "wandb"), "wandb")
     if req.model in TRACKED:

@@ -61,6 +61,7 @@ POS_ENCODINGS = ("learned", "sinusoidal")
 LOSSES = ("mse", "mae", "gaussian_nll")
 AMP_MODES = ("auto", "bf16", "off")
 LOADERS = ("stream", "device")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ class ViTParams:
     # hardware and data path (do not change the estimator's definition)
     amp: str = "auto"  # auto: bf16 autocast on CUDA, off on CPU | bf16 | off
     compile: bool = False  # torch.compile the network
+    compile_mode: str = "default"  # torch.compile mode: default | reduce-overhead (CUDA graphs) | max-autotune | max-autotune-no-cudagraphs
     loader: str = "stream"  # stream: HDF5 -> DataLoader workers | device: the noiseless train split held in device memory
     workers: int = -1  # DataLoader processes; -1: min(16, CPUs) on CUDA, min(4, CPUs - 1) on CPU
     prefetch: int = 4  # batches each worker keeps ready
@@ -101,7 +103,7 @@ class ViTParams:
     def __post_init__(self):
         check_fields(self)
         choices = {"inputs": tuple(INPUTS), "pos_encoding": POS_ENCODINGS, "loss": LOSSES, "amp": AMP_MODES,
-                   "loader": LOADERS}
+                   "loader": LOADERS, "compile_mode": COMPILE_MODES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not one of {list(allowed)}")
@@ -366,7 +368,7 @@ class ViTModel(Model):
         self._y_std = torch.as_tensor(self.y_std, dtype=torch.float32, device=self.dev)
         torch.manual_seed(self.seed)
         self.net = SpectrumViT(p, source.wave, self.n_out).to(self.dev)
-        self.fwd = torch.compile(self.net, dynamic=False) if p.compile else self.net
+        self.fwd = torch.compile(self.net, dynamic=False, mode=p.compile_mode) if p.compile else self.net
         decay = [q for n, q in self.net.named_parameters() if q.dim() >= 2 and n not in ("cls", "pos")]
         no_decay = [q for n, q in self.net.named_parameters() if not (q.dim() >= 2 and n not in ("cls", "pos"))]
         self.opt = torch.optim.AdamW(
