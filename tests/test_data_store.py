@@ -11,7 +11,7 @@ import pytest
 from specscale.cells import MagCell
 from specscale.cli import main
 from specscale.config import ConfigError
-from specscale.observe import NoiseModel, ObservingConfig
+from specscale.observe import FIELD_NODES_DEG, VIGNETTING, NoiseModel, ObservingConfig
 from specscale.sources import DataError, open_source
 from specscale.store import SimulationConfig, simulate
 
@@ -261,3 +261,29 @@ def test_cli_simulate_and_snr(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "per-spectrum S/N" in text and "ETC fixture" in text
     assert main(["snr", str(out), "--mag", "40"]) == 2
+
+
+def test_variances_factor_into_a_pixel_basis_and_per_star_coefficients(tiny_dataset):
+    """sigma^2 = a f + b with a = c0 B0, b = c1 B1 + c2 B2: the factored form (what the ViT loader
+    ships) equals the noise model's per-pixel formula, written out here from its parts."""
+    src = open_source(tiny_dataset)
+    b = src.noiseless("test", np.arange(20), "20.5-22.5")
+    assert b.var_a is not None and b.noise_coef.shape == (20, 3)
+    basis = src.variance_basis().astype(np.float64)
+    c = b.noise_coef.astype(np.float64)
+    np.testing.assert_allclose(c[:, :1] * basis[0], b.var_a, rtol=1e-5)
+    np.testing.assert_allclose(c[:, 1:2] * basis[1] + c[:, 2:3] * basis[2], b.var_b, rtol=1e-5)
+    # against the physics directly: object counts s K, sky at the star's airmass, read + dark
+    nm, inst, o = src.noise_model, src.noise_model.instrument, src.observation
+    u = src._file["test/obs_u"][:20]
+    seeing = o.seeing_arcsec[0] + u[:, 1] * (o.seeing_arcsec[1] - o.seeing_arcsec[0])
+    zenith = o.zenith_deg[0] + u[:, 2] * (o.zenith_deg[1] - o.zenith_deg[0])
+    k = nm.counts_per_flambda
+    counts = (src._file["test/fmed0"][:20] * 10 ** (-0.4 * b.mag) * nm.object_efficiency(seeing, zenith))[:, None] * k
+    fibre = np.pi * inst.fiber_radius_arcsec**2 * np.interp(o.field_angle_deg, FIELD_NODES_DEG, VIGNETTING)
+    sky = (nm.airmass(zenith) / 1.1)[:, None] * nm.sky_flambda_arcsec2 * k * fibre * o.efficiency
+    det = o.n_exposures * inst.trace_width_pix * (inst.read_noise_e**2 + inst.dark_e_per_s * o.exptime_s)
+    np.testing.assert_allclose(b.var_a, inst.adjust_noise / counts, rtol=1e-5)
+    np.testing.assert_allclose(b.var_b, inst.adjust_noise * (sky + det) / counts**2, rtol=1e-5)
+    lean = src.noiseless("test", np.arange(20), "20.5-22.5", variances=False)
+    assert lean.var_a is None and lean.var_b is None and np.array_equal(lean.noise_coef, b.noise_coef)

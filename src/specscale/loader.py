@@ -92,11 +92,16 @@ def contiguous_runs(rows: np.ndarray) -> list[tuple[int, int]]:
 
 class NoiselessSpectra:
     """Noiseless stars of one split in a magnitude cell, read a batch at a time: ``ds[rows]`` with
-    a sorted list of rows returns a dict of tensors flux, var_a, var_b (n, n_pix) float32, labels
-    (n, 4) float32 and rows (n,) int64 (sigma^2 = var_a * flux + var_b at noise level 1)."""
+    a sorted list of rows returns a dict of tensors flux (n, n_pix) float32, labels (n, 4) float32,
+    rows (n,) int64 and the noise model at noise level 1 (sigma^2 = var_a * flux + var_b): where
+    the source's variances factor (``Source.variance_basis``), ``noise_coef`` (n, 3) float32 -
+    the consumer expands it with :func:`expand_variances` on its device, so a batch moves 16 KB per
+    spectrum through worker IPC and the host-to-device copy instead of 48 KB - else var_a, var_b
+    (n, n_pix) float32."""
 
-    def __init__(self, source: Source, split: str, n: int, cell):
+    def __init__(self, source: Source, split: str, n: int, cell, compact: bool = True):
         self.source, self.split, self.n, self.cell = source, split, n, MagCell.parse(cell)
+        self.compact = compact and source.variance_basis() is not None
 
     def __len__(self) -> int:
         return self.n
@@ -105,20 +110,26 @@ class NoiselessSpectra:
         import torch
 
         rows = np.atleast_1d(np.asarray(rows, dtype=np.int64))
-        parts = [self.source.noiseless(self.split, np.arange(a, b), self.cell) for a, b in contiguous_runs(rows)]
-        cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
-        return {
-            "flux": torch.from_numpy(cat("flux")),
-            "var_a": torch.from_numpy(cat("var_a")),
-            "var_b": torch.from_numpy(cat("var_b")),
-            "labels": torch.from_numpy(cat("labels")),
-            "rows": torch.from_numpy(cat("rows")),
-        }
+        parts = [self.source.noiseless(self.split, np.arange(a, b), self.cell, variances=not self.compact)
+                 for a, b in contiguous_runs(rows)]
+        names = ("flux", "noise_coef", "labels", "rows") if self.compact else ("flux", "var_a", "var_b", "labels", "rows")
+        return {name: torch.from_numpy(np.concatenate([getattr(p, name) for p in parts])) for name in names}
+
+
+def expand_variances(batch: dict, basis):
+    """(var_a, var_b) tensors (n, n_pix) of a loader batch: its own, or ``noise_coef`` (n, 3) times
+    ``basis`` (3, n_pix), a tensor on the batch's device (``Source.variance_basis``)."""
+    if "noise_coef" not in batch:
+        return batch["var_a"], batch["var_b"]
+    c = batch["noise_coef"]
+    return c[:, :1] * basis[0], c[:, 1:2] * basis[1] + c[:, 2:3] * basis[2]
 
 
 def train_loader(source: Source, n: int, cell, *, batch: int, slab: int, seed: int, workers: int,
-                 prefetch_factor: int = 4, pin_memory: bool = False, shuffle: bool = True, split: str = "train"):
-    """(DataLoader, SlabBatchSampler) over the first ``n`` noiseless stars of ``split``.
+                 prefetch_factor: int = 4, pin_memory: bool = False, shuffle: bool = True, split: str = "train",
+                 compact: bool = True):
+    """(DataLoader, SlabBatchSampler) over the first ``n`` noiseless stars of ``split``
+    (``compact=False``: full variance arrays even where they factor, for benchmarks).
 
     Set the epoch with ``sampler.set_epoch(epoch, skip)`` before iterating."""
     import torch
@@ -129,7 +140,7 @@ def train_loader(source: Source, n: int, cell, *, batch: int, slab: int, seed: i
     if workers > 0:
         kwargs = {"persistent_workers": True, "prefetch_factor": prefetch_factor}
     loader = DataLoader(
-        NoiselessSpectra(source, split, n, cell), batch_size=None, sampler=sampler, num_workers=workers,
+        NoiselessSpectra(source, split, n, cell, compact), batch_size=None, sampler=sampler, num_workers=workers,
         pin_memory=pin_memory, generator=torch.Generator().manual_seed(seed), **kwargs,
     )
     return loader, sampler

@@ -103,22 +103,43 @@ class NoiseModel:
         vignet = np.interp(c.field_angle_deg, FIELD_NODES_DEG, VIGNETTING)
         return aperture * vignet * 10 ** (-0.4 * c.extinction_mag_per_airmass * x) * c.efficiency
 
-    def coefficients(self, fmed0, mag, seeing_arcsec, zenith_deg) -> tuple[np.ndarray, np.ndarray]:
-        """(a, b) per star and pixel, shape (n, n_pix), float64, such that sigma^2 = a f + b.
+    @cached_property
+    def variance_basis(self) -> np.ndarray:
+        """(3, n_pix) float64 pixel vectors B with, for a star's ``star_coefficients`` c,
+        a = c0 B0 and b = c1 B1 + c2 B2 (sigma^2 = a f + b). The star's object counts per unit
+        normalised flux are s K(lambda); with K_ref = median K, B0 = adj K_ref / K (object shot noise),
+        B1 = adj K_ref^2 sky(lambda) / K^2 at airmass 1.1, B2 = adj K_ref^2 det / K^2 (read + dark)."""
+        inst, c = self.instrument, self.config
+        k = self.counts_per_flambda
+        k_ref = float(np.median(k))
+        fibre_area = np.pi * inst.fiber_radius_arcsec**2
+        vignet = np.interp(c.field_angle_deg, FIELD_NODES_DEG, VIGNETTING)
+        sky = self.sky_flambda_arcsec2 * k * fibre_area * vignet * c.efficiency  # e- per pixel at airmass 1.1
+        det = c.n_exposures * inst.trace_width_pix * (inst.read_noise_e**2 + inst.dark_e_per_s * c.exptime_s)
+        adj = inst.adjust_noise
+        r = k_ref / k
+        return np.stack([adj * r, adj * r**2 * sky, adj * r**2 * np.full_like(k, det)])
+
+    def star_coefficients(self, fmed0, mag, seeing_arcsec, zenith_deg) -> np.ndarray:
+        """(n, 3) float64 per-star coefficients of ``variance_basis``: 1/(s K_ref),
+        (airmass/1.1)/(s K_ref)^2, 1/(s K_ref)^2, with s K_ref the star's object counts per unit
+        normalised flux at the median pixel.
 
         fmed0: median f_lambda (erg s^-1 cm^-2 A^-1) of the star at HSC-i AB 0; mag: HSC-i AB mag;
         seeing_arcsec: FWHM at zenith; zenith_deg: zenith angle."""
-        inst, c = self.instrument, self.config
         fmed0, mag = np.asarray(fmed0, dtype=np.float64), np.asarray(mag, dtype=np.float64)
         x = self.airmass(np.asarray(zenith_deg, dtype=np.float64))
-        k = self.counts_per_flambda
-        scale = (fmed0 * 10 ** (-0.4 * mag) * self.object_efficiency(seeing_arcsec, zenith_deg))[:, None] * k[None, :]
-        fibre_area = np.pi * inst.fiber_radius_arcsec**2
-        vignet = np.interp(c.field_angle_deg, FIELD_NODES_DEG, VIGNETTING)
-        sky = (x / 1.1)[:, None] * (self.sky_flambda_arcsec2 * k * fibre_area * vignet * c.efficiency)[None, :]
-        det = c.n_exposures * inst.trace_width_pix * (inst.read_noise_e**2 + inst.dark_e_per_s * c.exptime_s)
-        adj = inst.adjust_noise
-        return adj / scale, adj * (sky + det) / scale**2
+        counts = fmed0 * 10 ** (-0.4 * mag) * self.object_efficiency(seeing_arcsec, zenith_deg) * np.median(
+            self.counts_per_flambda)
+        inv = 1.0 / counts
+        return np.stack([inv, (x / 1.1) * inv**2, inv**2], axis=1)
+
+    def coefficients(self, fmed0, mag, seeing_arcsec, zenith_deg) -> tuple[np.ndarray, np.ndarray]:
+        """(a, b) per star and pixel, shape (n, n_pix), float64, such that sigma^2 = a f + b
+        (arguments as ``star_coefficients``)."""
+        c = self.star_coefficients(fmed0, mag, seeing_arcsec, zenith_deg)
+        basis = self.variance_basis
+        return c[:, :1] * basis[0], c[:, 1:2] * basis[1] + c[:, 2:3] * basis[2]
 
     def per_pixel_snr_flat(self, mag_ab: float, seeing_arcsec: float, zenith_deg: float) -> np.ndarray:
         """Per-pixel S/N of a spectrum flat in f_nu at AB magnitude ``mag_ab`` (the ETC's test case)."""

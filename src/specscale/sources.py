@@ -37,10 +37,12 @@ class Batch:
 
     rows: np.ndarray  # (n,) row indices in the split
     flux: np.ndarray  # (n, n_pix) float32, median-normalised, noiseless
-    var_a: np.ndarray  # (n, n_pix) float32: sigma^2 = var_a * flux + var_b at noise_level 1
-    var_b: np.ndarray
+    var_a: np.ndarray | None  # (n, n_pix) float32: sigma^2 = var_a * flux + var_b at noise_level 1
+    var_b: np.ndarray | None  # (both None when asked for variances=False)
     labels: np.ndarray  # (n, 4) float32: teff K, logg dex, mh dex, am dex
     mag: np.ndarray  # (n,) HSC-i AB magnitude of each star in this cell
+    # (n, 3) float32 per-star coefficients of Source.variance_basis(), where the source has one
+    noise_coef: np.ndarray | None = None
 
 
 @dataclass
@@ -98,8 +100,16 @@ class Source:
     def check_cell(self, cell: MagCell) -> None:
         raise NotImplementedError
 
-    def noiseless(self, split: str, rows, cell) -> Batch:
+    def noiseless(self, split: str, rows, cell, variances: bool = True) -> Batch:
+        """Noiseless stars ``rows`` of ``split`` in magnitude ``cell``. ``variances=False`` leaves
+        var_a/var_b out where the source has a ``variance_basis`` (the per-star ``noise_coef`` give
+        them: 3 numbers per star instead of 2 x n_pix; the ViT loader ships those)."""
         raise NotImplementedError
+
+    def variance_basis(self) -> np.ndarray | None:
+        """(3, n_pix) float32 pixel vectors B with var_a = c0 B0, var_b = c1 B1 + c2 B2 for a star's
+        ``Batch.noise_coef`` c, or None when the variances do not factor (files with errors)."""
+        return None
 
     def check_split(self, split: str) -> None:
         if split not in SPLITS:
@@ -186,7 +196,10 @@ class SyntheticSource(Source):
                 "(simulation.mag_limits)"
             )
 
-    def noiseless(self, split: str, rows, cell) -> Batch:
+    def variance_basis(self) -> np.ndarray:
+        return self.noise_model.variance_basis.astype(np.float32)
+
+    def noiseless(self, split: str, rows, cell, variances: bool = True) -> Batch:
         cell = MagCell.parse(cell)
         self.check_cell(cell)
         rows = _as_rows(rows, self.n(split), f"{self.path}:{split}")
@@ -198,8 +211,13 @@ class SyntheticSource(Source):
         obs = self.observation
         seeing = obs.seeing_arcsec[0] + u[:, 1] * (obs.seeing_arcsec[1] - obs.seeing_arcsec[0])
         zenith = obs.zenith_deg[0] + u[:, 2] * (obs.zenith_deg[1] - obs.zenith_deg[0])
-        a, b = self.noise_model.coefficients(fmed0, mag, seeing, zenith)
-        return Batch(rows, flux, a.astype(np.float32), b.astype(np.float32), _read_rows(g["labels"], rows), mag)
+        coef = self.noise_model.star_coefficients(fmed0, mag, seeing, zenith)
+        a = b = None
+        if variances:
+            basis = self.noise_model.variance_basis
+            a = (coef[:, :1] * basis[0]).astype(np.float32)
+            b = (coef[:, 1:2] * basis[1] + coef[:, 2:3] * basis[2]).astype(np.float32)
+        return Batch(rows, flux, a, b, _read_rows(g["labels"], rows), mag, coef.astype(np.float32))
 
 
 class StudySource(Source):
@@ -279,7 +297,7 @@ class StudySource(Source):
                 f"({lo:g}-{hi:g}); use a cell that covers them"
             )
 
-    def noiseless(self, split, rows, cell) -> Batch:
+    def noiseless(self, split, rows, cell, variances: bool = True) -> Batch:
         self.check_cell(cell)
         path = self.files[split]
         rows = _as_rows(rows, self.n(split), str(path))

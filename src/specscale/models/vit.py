@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from ..atmosphere import LABELS
 from ..cells import MagCell, seed_key
 from ..config import ConfigError, config_hash
-from ..loader import MemoryBatches, SlabBatchSampler, train_loader
+from ..loader import MemoryBatches, SlabBatchSampler, expand_variances, train_loader
 from ..metrics import r2_score
 from ..observe import observe
 from ..sources import Observed, Source
@@ -364,6 +364,8 @@ class ViTModel(Model):
         self.y_mean, self.y_std = y.mean(axis=0), np.where(std > 0, std, 1.0)
         # on the device once: a host-to-device copy inside the step would synchronise every step
         self._target_idx = torch.as_tensor(self.target_idx, device=self.dev)
+        basis = source.variance_basis()
+        self._var_basis = None if basis is None else torch.as_tensor(basis, device=self.dev)
         self._y_mean = torch.as_tensor(self.y_mean, dtype=torch.float32, device=self.dev)
         self._y_std = torch.as_tensor(self.y_std, dtype=torch.float32, device=self.dev)
         torch.manual_seed(self.seed)
@@ -375,7 +377,9 @@ class ViTModel(Model):
             [{"params": decay, "weight_decay": p.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=p.lr, betas=(0.9, 0.999), fused=self.dev.type == "cuda",
         )
-        if p.loader == "device":  # same batches in the same order, without I/O (needs n_train x 48 KB)
+        # loader "device": same batches in the same order, without I/O (device memory: n_train x
+        # 16 KB for the synthetic source, x 48 KB for files with error arrays)
+        if p.loader == "device":
             self.sampler = SlabBatchSampler(cell.n_train, p.batch, p.slab, self.seed)
             self.loader = MemoryBatches(source, cell.n_train, self.mag, self.sampler, device=self.dev)
         else:
@@ -413,8 +417,8 @@ class ViTModel(Model):
         Returns the loss (a device tensor, not synchronised)."""
         p, dev = self.params, self.dev
         flux = batch["flux"].to(dev, non_blocking=True)
-        var_a = batch["var_a"].to(dev, non_blocking=True)
-        var_b = batch["var_b"].to(dev, non_blocking=True)
+        var_a, var_b = expand_variances({k: v.to(dev, non_blocking=True) for k, v in batch.items()
+                                         if k in ("var_a", "var_b", "noise_coef")}, self._var_basis)
         y = (batch["labels"].to(dev, non_blocking=True).index_select(1, self._target_idx) - self._y_mean) / self._y_std
         obs, err, _ = observe(flux, var_a, var_b, self.cell.noise, self.step_normals(flux.shape, step))
         x = input_channels(p.inputs, obs, err)
