@@ -10,7 +10,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -196,12 +195,9 @@ def test_default_and_full_protocol_plan_in_seconds(tmp_path):
     axes = [[len(grid["per_model"].get(m, {}).get(a, grid[a])) for a in ("noise", "mag", "n_train", "seed")]
             for m in grid["model"]]
     assert jobs["train"] + jobs["train_vit"] == sum(a * b * c * d for a, b, c, d in axes)
-    t0 = time.perf_counter()
     full = subprocess.run([str(BIN / "snakemake"), "-n", "--quiet", "rules", "--directory", str(tmp_path), "-s",
                            str(REPO / "Snakefile"), "--configfile", str(REPO / "config/logg1m.yaml")],
                           capture_output=True, text=True, env=_env(), timeout=120)
-    elapsed = time.perf_counter() - t0
     assert full.returncode == 0, full.stderr[-3000:]
     jobs = planned(full.stdout)
-    assert sum(jobs.values()) >= 1000 and jobs["train_vit"] > 0, jobs
-    assert elapsed < 20, f"planning {sum(jobs.values())} jobs took {elapsed:.1f} s"
+    assert sum(jobs.values()) >= 1000 and jobs["train_vit"] > 0, jobs  # planning time: benchmarks/bench_workflow.py
