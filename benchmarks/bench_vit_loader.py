@@ -20,34 +20,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import loader_rate, write_section  # noqa: E402
+from _common import loader_rate, train_rate, write_section  # noqa: E402
 
 
 
 def timed_steps(model, batches, steps: int, warmup: int, start_step: int = 0) -> float:
-    """spectra/s over ``steps`` training steps after ``warmup`` (the iterator restarts per epoch)."""
-    import torch
-
-    def stream():
-        epoch = 0
-        while True:
-            model.sampler.set_epoch(epoch)
-            yield from batches
-            epoch += 1
-
-    it = stream()
-    for k in range(warmup):
-        model.train_step(next(it), start_step + k)
-    if model.dev.type == "cuda":
-        torch.cuda.synchronize()
-    n = 0
-    t0 = time.perf_counter()
-    for k in range(steps):
-        b = next(it)
-        n += b["flux"].shape[0]
-        loss = model.train_step(b, start_step + warmup + k)
-    loss.item()
-    return n / (time.perf_counter() - t0)
+    """spectra/s over ``steps`` training steps after ``warmup`` untimed ones."""
+    train_rate(model, batches, warmup, start_step)
+    return train_rate(model, batches, steps, start_step + warmup)[0]
 
 
 def main() -> None:

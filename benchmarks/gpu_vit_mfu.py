@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import loader_rate, write_section  # noqa: E402
+from _common import loader_rate, train_rate, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -48,30 +48,6 @@ def peak_flops(name: str) -> float | None:
         if key in name:
             return value
     return None
-
-
-def run_steps(model, batches, steps: int, first_step: int) -> tuple[float, float]:
-    """(spectra/s, seconds) over ``steps`` training steps, epochs restarting as needed."""
-    import torch
-
-    def stream():
-        epoch = 0
-        while True:
-            model.sampler.set_epoch(epoch)
-            yield from batches
-            epoch += 1
-
-    it = stream()
-    if model.dev.type == "cuda":
-        torch.cuda.synchronize()
-    n, t0 = 0, time.perf_counter()
-    for k in range(steps):
-        b = next(it)
-        n += b["flux"].shape[0]
-        loss = model.train_step(b, first_step + k)
-    loss.item()  # waits for the device
-    dt = time.perf_counter() - t0
-    return n / dt, dt
 
 
 def main() -> None:
@@ -135,13 +111,13 @@ def main() -> None:
     peak = peak_flops(name) if cuda else (float(os.environ["SPECSCALE_PEAK_FLOPS"]) if "SPECSCALE_PEAK_FLOPS" in os.environ else None)
 
     t0 = time.perf_counter()
-    run_steps(model, memory, warmup, 0)  # compile + autotune
+    train_rate(model, memory, warmup, 0)  # compile + autotune
     warm_s = time.perf_counter() - t0
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    mem_rate, mem_s = run_steps(model, memory, steps, warmup)
-    run_steps(model, model.loader, max(2, warmup // 3), warmup + steps)  # start the workers
-    ld_rate, ld_s = run_steps(model, model.loader, steps, 2 * warmup + steps)
+    mem_rate, mem_s = train_rate(model, memory, steps, warmup)
+    train_rate(model, model.loader, max(2, warmup // 3), warmup + steps)  # start the workers
+    ld_rate, ld_s = train_rate(model, model.loader, steps, 2 * warmup + steps)
     only = loader_rate(model.loader, model.sampler, max(steps, 20))
     if args.diagnose:
         import itertools
@@ -152,7 +128,7 @@ def main() -> None:
                     m["flux"].add_(0 * b["flux"][:1, :1].to(m["flux"].device, non_blocking=True))
                     yield m
 
-        both, _ = run_steps(model, Both(), steps, 3 * warmup + 2 * steps)
+        both, _ = train_rate(model, Both(), steps, 3 * warmup + 2 * steps)
         copy_only = []
         for b in itertools.islice(iter(model.loader), 20):
             t0 = time.perf_counter()

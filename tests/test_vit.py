@@ -11,7 +11,7 @@ import torch
 
 from specscale.cells import MagCell
 from specscale.config import ConfigError, from_dict
-from specscale.loader import SlabBatchSampler, expand_variances, train_loader
+from specscale.loader import SlabBatchSampler, batch_variances, train_loader
 from specscale.models import model_params
 from specscale.models.base import TrainCell
 from specscale.models.vit import (
@@ -133,7 +133,7 @@ def test_slab_sampler_covers_every_row_once_and_repeats(tiny_dataset):
     ref = src.noiseless("train", x["rows"].numpy(), "21.5")
     np.testing.assert_array_equal(x["flux"].numpy(), ref.flux)
     # the per-star coefficients times the basis are the source's variances (float32 rounding)
-    var_a, var_b = expand_variances(x, torch.from_numpy(src.variance_basis()))
+    var_a, var_b = batch_variances(x, torch.from_numpy(src.variance_basis()))
     np.testing.assert_allclose(var_a.numpy(), ref.var_a, rtol=1e-6)
     np.testing.assert_allclose(var_b.numpy(), ref.var_b, rtol=1e-6)
 

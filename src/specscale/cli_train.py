@@ -42,7 +42,7 @@ def cmd_train(args) -> int:
     req = CellRequest(model=args.model, data=args.data, noise=args.noise, mag=args.mag, n_train=args.n_train,
                       seed=args.seed, out=sweep_out_dir(args.out), config=args.config, ceiling=args.ceiling,
                       device=args.device, threads=args.threads, force=args.force,
-                      overrides=parse_overrides(getattr(args, "overrides", [])))
+                      overrides=parse_overrides(args.overrides))
     try:
         result = run_cell(req)
     except TrainingInterrupted as exc:

@@ -20,6 +20,7 @@ import threading
 import numpy as np
 
 from .cells import MagCell
+from .observe import expand_variances
 from .sources import Source
 
 # torch is imported inside the functions that use it: Ridge and LightGBM use this module's
@@ -95,7 +96,7 @@ class NoiselessSpectra:
     a sorted list of rows returns a dict of tensors flux (n, n_pix) float32, labels (n, 4) float32,
     rows (n,) int64 and the noise model at noise level 1 (sigma^2 = var_a * flux + var_b): where
     the source's variances factor (``Source.variance_basis``), ``noise_coef`` (n, 3) float32 -
-    the consumer expands it with :func:`expand_variances` on its device, so a batch moves 16 KB per
+    the consumer expands it with :func:`batch_variances` on its device, so a batch moves 16 KB per
     spectrum through worker IPC and the host-to-device copy instead of 48 KB - else var_a, var_b
     (n, n_pix) float32."""
 
@@ -116,13 +117,12 @@ class NoiselessSpectra:
         return {name: torch.from_numpy(np.concatenate([getattr(p, name) for p in parts])) for name in names}
 
 
-def expand_variances(batch: dict, basis):
-    """(var_a, var_b) tensors (n, n_pix) of a loader batch: its own, or ``noise_coef`` (n, 3) times
-    ``basis`` (3, n_pix), a tensor on the batch's device (``Source.variance_basis``)."""
+def batch_variances(batch: dict, basis):
+    """(var_a, var_b) tensors (n, n_pix) of a loader batch: its own, or its ``noise_coef`` (n, 3)
+    expanded with ``basis`` (3, n_pix), a tensor on the batch's device (``Source.variance_basis``)."""
     if "noise_coef" not in batch:
         return batch["var_a"], batch["var_b"]
-    c = batch["noise_coef"]
-    return c[:, :1] * basis[0], c[:, 1:2] * basis[1] + c[:, 2:3] * basis[2]
+    return expand_variances(batch["noise_coef"], basis)
 
 
 def train_loader(source: Source, n: int, cell, *, batch: int, slab: int, seed: int, workers: int,

@@ -137,9 +137,7 @@ class NoiseModel:
     def coefficients(self, fmed0, mag, seeing_arcsec, zenith_deg) -> tuple[np.ndarray, np.ndarray]:
         """(a, b) per star and pixel, shape (n, n_pix), float64, such that sigma^2 = a f + b
         (arguments as ``star_coefficients``)."""
-        c = self.star_coefficients(fmed0, mag, seeing_arcsec, zenith_deg)
-        basis = self.variance_basis
-        return c[:, :1] * basis[0], c[:, 1:2] * basis[1] + c[:, 2:3] * basis[2]
+        return expand_variances(self.star_coefficients(fmed0, mag, seeing_arcsec, zenith_deg), self.variance_basis)
 
     def per_pixel_snr_flat(self, mag_ab: float, seeing_arcsec: float, zenith_deg: float) -> np.ndarray:
         """Per-pixel S/N of a spectrum flat in f_nu at AB magnitude ``mag_ab`` (the ETC's test case)."""
@@ -149,6 +147,13 @@ class NoiseModel:
         f = flam / fmed
         a, b = self.coefficients([fmed], [0.0], [seeing_arcsec], [zenith_deg])
         return f / np.sqrt(a[0] * f + b[0])
+
+
+def expand_variances(coef, basis):
+    """(a, b), each (n, n_pix), from per-star coefficients ``coef`` (n, 3) and the pixel vectors
+    ``basis`` (3, n_pix) of :attr:`NoiseModel.variance_basis`: a = c0 B0, b = c1 B1 + c2 B2
+    (numpy arrays or torch tensors alike)."""
+    return coef[:, :1] * basis[0], coef[:, 1:2] * basis[1] + coef[:, 2:3] * basis[2]
 
 
 def observe(flux, var_a, var_b, noise_level: float, normal):

@@ -21,7 +21,7 @@ import yaml
 from .atmosphere import LABELS
 from .cells import SPLITS, MagCell, seed_key, star_normals
 from .config import from_dict
-from .observe import NoiseModel, ObservingConfig, observe
+from .observe import NoiseModel, ObservingConfig, expand_variances, observe
 
 SYNTHETIC_FORMAT = "specscale-synthetic"
 STUDY_FORMAT = "pfs-study"
@@ -214,9 +214,7 @@ class SyntheticSource(Source):
         coef = self.noise_model.star_coefficients(fmed0, mag, seeing, zenith)
         a = b = None
         if variances:
-            basis = self.noise_model.variance_basis
-            a = (coef[:, :1] * basis[0]).astype(np.float32)
-            b = (coef[:, 1:2] * basis[1] + coef[:, 2:3] * basis[2]).astype(np.float32)
+            a, b = (v.astype(np.float32) for v in expand_variances(coef, self.noise_model.variance_basis))
         return Batch(rows, flux, a, b, _read_rows(g["labels"], rows), mag, coef.astype(np.float32))
 
 

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from ..atmosphere import LABELS
 from ..cells import MagCell, seed_key
 from ..config import ConfigError, config_hash
-from ..loader import MemoryBatches, SlabBatchSampler, expand_variances, train_loader
+from ..loader import MemoryBatches, SlabBatchSampler, batch_variances, train_loader
 from ..metrics import r2_score
 from ..observe import observe
 from ..sources import Observed, Source
@@ -416,10 +416,10 @@ class ViTModel(Model):
         """One optimiser step on a noiseless batch; noise drawn on the device for this step.
         Returns the loss (a device tensor, not synchronised)."""
         p, dev = self.params, self.dev
-        flux = batch["flux"].to(dev, non_blocking=True)
-        var_a, var_b = expand_variances({k: v.to(dev, non_blocking=True) for k, v in batch.items()
-                                         if k in ("var_a", "var_b", "noise_coef")}, self._var_basis)
-        y = (batch["labels"].to(dev, non_blocking=True).index_select(1, self._target_idx) - self._y_mean) / self._y_std
+        batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
+        flux = batch["flux"]
+        var_a, var_b = batch_variances(batch, self._var_basis)
+        y = (batch["labels"].index_select(1, self._target_idx) - self._y_mean) / self._y_std
         obs, err, _ = observe(flux, var_a, var_b, self.cell.noise, self.step_normals(flux.shape, step))
         x = input_channels(p.inputs, obs, err)
         with self.autocast():
