@@ -21,15 +21,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from specscale.atmosphere import SyntheticAtmosphere
-from specscale.bayes import BayesConfig, bayes_reference
-from specscale.cells import MagCell
-from specscale.fisher import FisherConfig, cell_ceiling, fisher_curves
+from specscale.ceiling.bayes import BayesConfig, bayes_reference
+from specscale.ceiling.fisher import FisherConfig, cell_ceiling, fisher_curves
+from specscale.core.provenance import code_version
+from specscale.core.vocab import MagCell
+from specscale.data.simulate import SimulationConfig, simulate
+from specscale.data.sources import open_source
 from specscale.models.base import TrainCell
 from specscale.models.oracle import OracleModel, OracleParams
-from specscale.provenance import code_version
-from specscale.sources import open_source
-from specscale.store import SimulationConfig, simulate
+from specscale.sim.atmosphere import SyntheticAtmosphere
 
 
 def cpu_name() -> str:
@@ -72,8 +72,13 @@ def main() -> None:
         if data is None:
             data = Path(tmp) / "bench.h5"
             torch.set_num_threads(1)
-            t_sim, _ = timed(lambda: simulate(data, SimulationConfig(n_train=16, n_val=16, n_test=args.stars, seed=1,
-                                                                     device=args.device), progress=False))
+            t_sim, _ = timed(
+                lambda: simulate(
+                    data,
+                    SimulationConfig(n_train=16, n_val=16, n_test=args.stars, seed=1, device=args.device),
+                    progress=False,
+                )
+            )
             print(f"simulated {args.stars} test stars in {t_sim:.1f} s")
         source = open_source(data)
         fcfg = FisherConfig(batch=args.batch, device=args.device)
@@ -87,8 +92,13 @@ def main() -> None:
             torch.set_num_threads(nt)
             dt, ds = timed(lambda: cell_ceiling(source, 1.0, "20.5-22.5", args.stars, fcfg))
             per10k = "" if args.stars == 10_000 else f"; {dt * 1e4 / args.stars:.0f} s per 10,000 (linear)"
-            rows.append((f"Fisher ceiling, {args.stars:,} stars x 4 parameters (cell 20.5-22.5, noise 1)", nt,
-                         f"{dt:.1f} s ({args.stars / dt:.0f} stars/s{per10k})"))
+            rows.append(
+                (
+                    f"Fisher ceiling, {args.stars:,} stars x 4 parameters (cell 20.5-22.5, noise 1)",
+                    nt,
+                    f"{dt:.1f} s ({args.stars / dt:.0f} stars/s{per10k})",
+                )
+            )
             print(rows[-1], f"ceiling_pop {float(ds.ceiling_pop):.4f}")
 
         # 1b. the Jacobian alone, against the whole-simulator forward-mode baseline on the same stars
@@ -106,9 +116,14 @@ def main() -> None:
         for method in ("forward_ad", "laws"):
             model.jacobian(theta[:8], method=method)  # warm-up
             times[method], _ = timed(lambda: all_jacobians(method))
-        rows.append((f"simulator Jacobian, {n_j} stars: laws (default) vs whole-simulator forward-mode AD", 1,
-                     f"{n_j / times['laws']:.0f} vs {n_j / times['forward_ad']:.0f} stars/s "
-                     f"({times['forward_ad'] / times['laws']:.1f}x)"))
+        rows.append(
+            (
+                f"simulator Jacobian, {n_j} stars: laws (default) vs whole-simulator forward-mode AD",
+                1,
+                f"{n_j / times['laws']:.0f} vs {n_j / times['forward_ad']:.0f} stars/s "
+                f"({times['forward_ad'] / times['laws']:.1f}x)",
+            )
+        )
         print(rows[-1])
 
         # 2. fisher-curves: J once, then each magnitude costs only sigma and 4x4 matrices
@@ -118,9 +133,14 @@ def main() -> None:
         t1, _ = timed(lambda: fisher_curves(source, [1.0], mags[:1], n_c, fcfg))
         tn, _ = timed(lambda: fisher_curves(source, [0.5, 1, 2, 3, 5, 10], mags, n_c, fcfg))
         per_mag = (tn - t1) / (len(mags) - 1)
-        rows.append((f"fisher-curves, {n_c:,} stars x {len(mags)} magnitudes x 6 noise levels", 1,
-                     f"{tn:.1f} s (one magnitude {t1:.1f} s; each further magnitude {per_mag:.2f} s = "
-                     f"{per_mag / n_c * 1e4:.1f} s per 10k stars)"))
+        rows.append(
+            (
+                f"fisher-curves, {n_c:,} stars x {len(mags)} magnitudes x 6 noise levels",
+                1,
+                f"{tn:.1f} s (one magnitude {t1:.1f} s; each further magnitude {per_mag:.2f} s = "
+                f"{per_mag / n_c * 1e4:.1f} s per 10k stars)",
+            )
+        )
         print(rows[-1])
 
         # 3. oracle fit (default parameters: 3 starts from a 2048-draw bank, LM in float64)
@@ -131,16 +151,30 @@ def main() -> None:
             model.fit_spectra(obs.flux[:2], obs.sigma[:2])  # warm-up (CUDA kernels, caches)
             sync()
             dt, fit = timed(lambda: model.fit_spectra(obs.flux, obs.sigma))
-            rows.append((f"oracle fit, {args.oracle_spectra} spectra at mag {mag} (median S/N {np.median(obs.snr):.0f}), "
-                         f"3 starts", 1, f"{args.oracle_spectra / dt:.2f} spectra/s (mean {fit.n_iter.mean():.1f} LM "
-                         f"iterations per start; start bank {t_fit:.1f} s once)"))
+            rows.append(
+                (
+                    f"oracle fit, {args.oracle_spectra} spectra at mag {mag} (median S/N {np.median(obs.snr):.0f}), "
+                    f"3 starts",
+                    1,
+                    f"{args.oracle_spectra / dt:.2f} spectra/s (mean {fit.n_iter.mean():.1f} LM "
+                    f"iterations per start; start bank {t_fit:.1f} s once)",
+                )
+            )
             print(rows[-1])
 
         # 4. Bayes reference (importance sampling, 1024 samples per star, oracle fit included)
-        dt, ds = timed(lambda: bayes_reference(source, 1.0, "21.5", args.bayes_stars, BayesConfig(), ocfg, fcfg,
-                                               device=args.device))
-        rows.append((f"Bayes posterior mean, {args.bayes_stars} stars at mag 21.5, 1024 samples", 1,
-                     f"{dt / args.bayes_stars:.2f} s per star (median ESS {float(ds.ess_median):.0f})"))
+        dt, ds = timed(
+            lambda: bayes_reference(
+                source, 1.0, "21.5", args.bayes_stars, BayesConfig(), ocfg, fcfg, device=args.device
+            )
+        )
+        rows.append(
+            (
+                f"Bayes posterior mean, {args.bayes_stars} stars at mag 21.5, 1024 samples",
+                1,
+                f"{dt / args.bayes_stars:.2f} s per star (median ESS {float(ds.ess_median):.0f})",
+            )
+        )
         print(rows[-1])
 
     lines = [

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import write_section  # noqa: E402
+from _common import write_section
 
 P = 4096
 CHUNK = 4096  # RidgeParams.batch
@@ -69,9 +69,15 @@ def child_numpy(n: int) -> None:
 
 
 def _run_child(kind: str, n: int, threads: int) -> dict:
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    out = subprocess.run([sys.executable, __file__, f"--child-{kind}", str(n)], env=env, check=True,
-                         capture_output=True, text=True).stdout
+    env = {
+        **os.environ,
+        "OPENBLAS_NUM_THREADS": str(threads),
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+    }
+    out = subprocess.run(
+        [sys.executable, __file__, f"--child-{kind}", str(n)], env=env, check=True, capture_output=True, text=True
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -100,7 +106,11 @@ def main() -> None:
     y = np.concatenate([t for _, t in rows])
     res = {}
     with threadpool_limits(args.threads):
-        blas = [f"{i['internal_api']} {i.get('version')} ({i['num_threads']} thr)" for i in threadpool_info() if i["user_api"] == "blas"]
+        blas = [
+            f"{i['internal_api']} {i.get('version')} ({i['num_threads']} thr)"
+            for i in threadpool_info()
+            if i["user_api"] == "blas"
+        ]
 
         def numpy_once():
             X = X32.astype(np.float64)  # the same float64 conversion the accumulator does, untimed
@@ -135,8 +145,8 @@ def main() -> None:
         res.update(numpy_s=t_np, numpy_conv_s=t_np_conv, stream_s=t_stream, rel_err=float(err), solve_s=t_solve)
 
         if args.data:
-            from specscale.loader import prefetch
-            from specscale.sources import open_source
+            from specscale.data.loader import prefetch
+            from specscale.data.sources import open_source
 
             src = open_source(args.data)
             m = min(n, src.n("train"))

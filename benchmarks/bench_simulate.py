@@ -20,14 +20,14 @@ from pathlib import Path
 for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ[var] = "1"
 
-import h5py  # noqa: E402
-import numpy as np  # noqa: E402
+import h5py
+import numpy as np
 
 
 def _simulate(n: int, path: Path) -> float:
     import torch
 
-    from specscale.store import SimulationConfig, simulate
+    from specscale.data.simulate import SimulationConfig, simulate
 
     torch.set_num_threads(1)
     cfg = SimulationConfig(n_train=n, n_val=64, n_test=64, device="cpu")
@@ -53,7 +53,9 @@ def _child(n: int) -> None:
         secs = _simulate(n, Path(tmp) / "d.h5")
     import resource
 
-    print(json.dumps({"n": n, "seconds": secs, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(
+        json.dumps({"n": n, "seconds": secs, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+    )
 
 
 def main() -> None:

@@ -20,8 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import loader_rate, train_rate, write_section  # noqa: E402
-
+from _common import loader_rate, train_rate, write_section
 
 
 def timed_steps(model, batches, steps: int, warmup: int, start_step: int = 0) -> float:
@@ -46,11 +45,11 @@ def main() -> None:
 
     import torch
 
-    from specscale.loader import MemoryBatches
-    from specscale.models import model_class
+    from specscale.data.loader import MemoryBatches
+    from specscale.data.simulate import SimulationConfig, simulate
+    from specscale.data.sources import open_source
     from specscale.models.base import TrainCell
-    from specscale.sources import open_source
-    from specscale.store import SimulationConfig, simulate
+    from specscale.models.registry import model_class
 
     torch.set_num_threads(args.threads)
     tmp = None
@@ -58,7 +57,9 @@ def main() -> None:
     if data is None:
         tmp = tempfile.TemporaryDirectory()
         data = Path(tmp.name) / "bench.h5"
-        simulate(data, SimulationConfig(n_train=min(args.n_train, 4096), n_val=64, n_test=64, device="cpu"), progress=False)
+        simulate(
+            data, SimulationConfig(n_train=min(args.n_train, 4096), n_val=64, n_test=64, device="cpu"), progress=False
+        )
     src = open_source(data)
     n = min(args.n_train, src.n("train"))
     cls = model_class(args.model)
@@ -78,36 +79,39 @@ def main() -> None:
     only = loader_rate(model.loader, model.sampler, max(20, args.steps))
     # the same loader shipping full var_a/var_b arrays (the format before the per-star noise
     # coefficients): the baseline for what the compact batches save
-    from specscale.loader import train_loader
+    from specscale.data.loader import train_loader
 
-    full, full_sampler = train_loader(src, n, cell.mag, batch=params.batch, slab=params.slab, seed=0,
-                                      workers=args.workers, compact=False)
+    full, full_sampler = train_loader(
+        src, n, cell.mag, batch=params.batch, slab=params.slab, seed=0, workers=args.workers, compact=False
+    )
     only_full = loader_rate(full, full_sampler, max(20, args.steps))
     del full
     model.close()
     mem, real = statistics.median(mem_rates), statistics.median(loader_rates)
     overhead = 1.0 - real / mem
-    text = "\n".join([
-        "## ViT training throughput: real loader vs memory (benchmarks/bench_vit_loader.py)",
-        "",
-        f"Measured {time.strftime('%Y-%m-%d %H:%M')} on `{platform.node()}` ({os.cpu_count()} cores visible, shared), "
-        f"device {args.device}, torch {torch.__version__} with {args.threads} thread(s); model `{args.model}` "
-        f"({model.net.n_params():,} parameters, batch {params.batch}, {params.slab}-row slabs), "
-        f"{n:,} training stars of {Path(data).name}; {args.repeat} alternating rounds of {args.steps} steps after "
-        f"{args.warmup} warm-up steps, medians.",
-        "",
-        "| feed | spectra/s | rounds |",
-        "|---|---|---|",
-        f"| from memory (same batches, same noise on the device) | {mem:,.0f} | {', '.join(f'{r:,.0f}' for r in mem_rates)} |",
-        f"| real loader: HDF5 slabs in {args.workers} worker process(es) | {real:,.0f} | {', '.join(f'{r:,.0f}' for r in loader_rates)} |",
-        f"| the loader alone (no model): flux + 3 noise coefficients per star (16 KB) | {only:,.0f} | |",
-        f"| the loader alone, full var_a/var_b arrays (48 KB per spectrum, the baseline) | {only_full:,.0f} | |",
-        "",
-        f"Loader overhead: **{100 * overhead:.1f}%** of training throughput (target < 10%"
-        f"{'; below zero: within the rounds spread' if overhead < 0 else ''}). "
-        f"The loader alone delivers {only / mem:.1f}x what the model consumes here; the compact batches "
-        f"make it {only / only_full:.2f}x the full-array loader.",
-    ])
+    text = "\n".join(
+        [
+            "## ViT training throughput: real loader vs memory (benchmarks/bench_vit_loader.py)",
+            "",
+            f"Measured {time.strftime('%Y-%m-%d %H:%M')} on `{platform.node()}` ({os.cpu_count()} cores visible, shared), "
+            f"device {args.device}, torch {torch.__version__} with {args.threads} thread(s); model `{args.model}` "
+            f"({model.net.n_params():,} parameters, batch {params.batch}, {params.slab}-row slabs), "
+            f"{n:,} training stars of {Path(data).name}; {args.repeat} alternating rounds of {args.steps} steps after "
+            f"{args.warmup} warm-up steps, medians.",
+            "",
+            "| feed | spectra/s | rounds |",
+            "|---|---|---|",
+            f"| from memory (same batches, same noise on the device) | {mem:,.0f} | {', '.join(f'{r:,.0f}' for r in mem_rates)} |",
+            f"| real loader: HDF5 slabs in {args.workers} worker process(es) | {real:,.0f} | {', '.join(f'{r:,.0f}' for r in loader_rates)} |",
+            f"| the loader alone (no model): flux + 3 noise coefficients per star (16 KB) | {only:,.0f} | |",
+            f"| the loader alone, full var_a/var_b arrays (48 KB per spectrum, the baseline) | {only_full:,.0f} | |",
+            "",
+            f"Loader overhead: **{100 * overhead:.1f}%** of training throughput (target < 10%"
+            f"{'; below zero: within the rounds spread' if overhead < 0 else ''}). "
+            f"The loader alone delivers {only / mem:.1f}x what the model consumes here; the compact batches "
+            f"make it {only / only_full:.2f}x the full-array loader.",
+        ]
+    )
     print(text)
     if not args.no_write:
         write_section("vit_loader", text)

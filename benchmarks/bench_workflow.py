@@ -2,7 +2,7 @@
 
 1. Planning: ``snakemake -n`` on the full protocol (config/logg1m.yaml, >= 1,000 jobs) in an
    empty folder, median of 3 runs. Target < 20 s.
-2. Collecting: 1,000+ fabricated metrics.json files (real ``specscale.metrics.evaluate``
+2. Collecting: 1,000+ fabricated metrics.json files (real ``specscale.models.metrics.evaluate``
    records, the workflow's layout) plus a ceiling per (noise, mag) into the cube and written as
    netCDF, median of 3 runs. Target < 10 s.
 3. ``--sweep-dir DIR``: a finished sweep's wall time (from Snakemake's log) and the summed job
@@ -30,10 +30,10 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from test_cube import fake_sweep  # noqa: E402  (schema-true fabricated cells, shared with the tests)
-from test_workflow import planned  # noqa: E402
+from factories import fake_sweep
+from test_workflow import planned
 
-from specscale.cube import collect, write_cube  # noqa: E402
+from specscale.sweep.cube import collect, write_cube
 
 
 def bench_planning(runs: int = 3) -> dict:
@@ -43,9 +43,22 @@ def bench_planning(runs: int = 3) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
             proc = subprocess.run(
-                [str(BIN / "snakemake"), "-n", "--quiet", "rules", "-s", str(REPO / "Snakefile"),
-                 "--directory", tmp, "--configfile", str(REPO / "config/logg1m.yaml")],
-                capture_output=True, text=True, env=env, timeout=300,
+                [
+                    str(BIN / "snakemake"),
+                    "-n",
+                    "--quiet",
+                    "rules",
+                    "-s",
+                    str(REPO / "Snakefile"),
+                    "--directory",
+                    tmp,
+                    "--configfile",
+                    str(REPO / "config/logg1m.yaml"),
+                ],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=300,
             )
             times.append(time.perf_counter() - t0)
         if proc.returncode != 0:
@@ -57,16 +70,26 @@ def bench_planning(runs: int = 3) -> dict:
 def bench_collect(runs: int = 3) -> dict:
     times = []
     with tempfile.TemporaryDirectory() as tmp:
-        sweep = fake_sweep(Path(tmp), noises=(0.1, 0.2, 0.5, 1.0, 2.0), mags=("20", "21", "21.5", "22", "22.5"),
-                           sizes=(10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000), seeds=(0, 1, 2))
+        sweep = fake_sweep(
+            Path(tmp),
+            noises=(0.1, 0.2, 0.5, 1.0, 2.0),
+            mags=("20", "21", "21.5", "22", "22.5"),
+            sizes=(10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000),
+            seeds=(0, 1, 2),
+        )
         for _ in range(runs):
             t0 = time.perf_counter()
             ds = collect(sweep["cells"], ceilings=sweep["ceilings"], curves=sweep["curves"])
             write_cube(ds, Path(tmp) / "cube.nc")
             times.append(time.perf_counter() - t0)
         size_mb = (Path(tmp) / "cube.nc").stat().st_size / 2**20
-    return {"seconds": statistics.median(times), "all": times, "cells": len(sweep["cells"]),
-            "ceilings": len(sweep["ceilings"]), "size_mb": size_mb}
+    return {
+        "seconds": statistics.median(times),
+        "all": times,
+        "cells": len(sweep["cells"]),
+        "ceilings": len(sweep["ceilings"]),
+        "size_mb": size_mb,
+    }
 
 
 def sweep_summary(workdir: Path) -> dict:
@@ -125,7 +148,8 @@ def main() -> int:
             f"## A finished sweep: `{args.sweep_dir}`",
             "",
             f"Wall time {s['wall'] // 60} min {s['wall'] % 60} s (Snakemake's Elapsed time, `--cores 2`)."
-            if s["wall"] is not None else "Wall time: no Snakemake log found.",
+            if s["wall"] is not None
+            else "Wall time: no Snakemake log found.",
             "",
             "| rule | jobs | job seconds, sum | longest job (s) |",
             "|---|---|---|---|",

@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import loader_rate, train_rate, write_section  # noqa: E402
+from _common import loader_rate, train_rate, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -64,28 +64,39 @@ def main() -> None:
     ap.add_argument("--compile-mode", default="default", help="torch.compile mode (models.vit.compile_mode)")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes on any device: checks the code paths")
     ap.add_argument("--no-write", action="store_true")
-    ap.add_argument("--diagnose", action="store_true",
-                    help="also: draw loader batches but train on memory batches (CPU interference without copies)")
+    ap.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="also: draw loader batches but train on memory batches (CPU interference without copies)",
+    )
     args = ap.parse_args()
 
     import torch
 
-    from specscale.loader import MemoryBatches, cpu_count
+    from specscale.core.hardware import cpu_count
+    from specscale.data.loader import MemoryBatches
+    from specscale.data.simulate import SimulationConfig, simulate
+    from specscale.data.sources import open_source
     from specscale.models.base import TrainCell
     from specscale.models.vit import ViTModel, ViTParams
-    from specscale.sources import open_source
-    from specscale.store import SimulationConfig, simulate
 
     cuda = torch.cuda.is_available()
     dev = "cuda" if cuda else "cpu"
     cpus = cpu_count()
     workers = args.workers if args.workers is not None else min(16, cpus)
-    params = ViTParams(batch=args.batch, workers=workers, prefetch=args.prefetch, slab=args.slab,
-                       compile=cuda and not args.no_compile, compile_mode=args.compile_mode)
+    params = ViTParams(
+        batch=args.batch,
+        workers=workers,
+        prefetch=args.prefetch,
+        slab=args.slab,
+        compile=cuda and not args.no_compile,
+        compile_mode=args.compile_mode,
+    )
     n_train, steps, warmup = args.n_train, args.steps, args.warmup
     if args.smoke:  # the code paths, not the numbers
-        params = dataclasses.replace(params, depth=2, width=64, heads=4, mlp=128, batch=16, workers=min(2, workers),
-                                     compile=False)
+        params = dataclasses.replace(
+            params, depth=2, width=64, heads=4, mlp=128, batch=16, workers=min(2, workers), compile=False
+        )
         n_train, steps, warmup = 256, 4, 2
     if not cuda:
         torch.set_num_threads(max(1, min(4, cpus)))
@@ -108,7 +119,11 @@ def main() -> None:
     load_s = time.perf_counter() - t0
     flops = model.net.train_flops_per_spectrum()
     name = torch.cuda.get_device_name() if cuda else platform.processor() or "cpu"
-    peak = peak_flops(name) if cuda else (float(os.environ["SPECSCALE_PEAK_FLOPS"]) if "SPECSCALE_PEAK_FLOPS" in os.environ else None)
+    peak = (
+        peak_flops(name)
+        if cuda
+        else (float(os.environ["SPECSCALE_PEAK_FLOPS"]) if "SPECSCALE_PEAK_FLOPS" in os.environ else None)
+    )
 
     t0 = time.perf_counter()
     train_rate(model, memory, warmup, 0)  # compile + autotune
@@ -124,7 +139,7 @@ def main() -> None:
 
         class Both:  # loader batches are fetched (and pinned) but the step uses the memory batch
             def __iter__(self):
-                for (m, b) in zip(memory, model.loader):
+                for m, b in zip(memory, model.loader):
                     m["flux"].add_(0 * b["flux"][:1, :1].to(m["flux"].device, non_blocking=True))
                     yield m
 
@@ -136,42 +151,67 @@ def main() -> None:
             if cuda:
                 torch.cuda.synchronize()
             copy_only.append(time.perf_counter() - t0)
-        print(f"DIAG fetch loader + train from memory: {both:,.0f} spectra/s; H2D copy of one batch "
-              f"{1e3 * sorted(copy_only)[len(copy_only) // 2]:.1f} ms (median)")
+        print(
+            f"DIAG fetch loader + train from memory: {both:,.0f} spectra/s; H2D copy of one batch "
+            f"{1e3 * sorted(copy_only)[len(copy_only) // 2]:.1f} ms (median)"
+        )
     gpu_mem = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
     model.close()
 
     res = {
-        "device": name, "torch": torch.__version__, "cpus": cpus, "workers": workers, "batch": params.batch,
-        "compiled": params.compile, "compile_mode": params.compile_mode, "amp_bf16": model.use_amp, "n_params": model.net.n_params(),
-        "tokens": model.net.n_tokens, "flops_per_spectrum": flops, "peak_flops": peak, "n_train": n_train,
-        "steps": steps, "simulate_s": sim_s, "load_to_memory_s": load_s, "warmup_s": warm_s,
-        "memory_spectra_per_s": mem_rate, "loader_spectra_per_s": ld_rate, "loader_only_spectra_per_s": only,
-        "memory_step_ms": 1e3 * mem_s / steps, "loader_step_ms": 1e3 * ld_s / steps,
-        "memory_tflops": flops * mem_rate / 1e12, "loader_tflops": flops * ld_rate / 1e12,
-        "mfu_memory": flops * mem_rate / peak if peak else None, "mfu_loader": flops * ld_rate / peak if peak else None,
-        "loader_overhead": 1 - ld_rate / mem_rate, "gpu_peak_mem_gib": gpu_mem, "smoke": args.smoke,
+        "device": name,
+        "torch": torch.__version__,
+        "cpus": cpus,
+        "workers": workers,
+        "batch": params.batch,
+        "compiled": params.compile,
+        "compile_mode": params.compile_mode,
+        "amp_bf16": model.use_amp,
+        "n_params": model.net.n_params(),
+        "tokens": model.net.n_tokens,
+        "flops_per_spectrum": flops,
+        "peak_flops": peak,
+        "n_train": n_train,
+        "steps": steps,
+        "simulate_s": sim_s,
+        "load_to_memory_s": load_s,
+        "warmup_s": warm_s,
+        "memory_spectra_per_s": mem_rate,
+        "loader_spectra_per_s": ld_rate,
+        "loader_only_spectra_per_s": only,
+        "memory_step_ms": 1e3 * mem_s / steps,
+        "loader_step_ms": 1e3 * ld_s / steps,
+        "memory_tflops": flops * mem_rate / 1e12,
+        "loader_tflops": flops * ld_rate / 1e12,
+        "mfu_memory": flops * mem_rate / peak if peak else None,
+        "mfu_loader": flops * ld_rate / peak if peak else None,
+        "loader_overhead": 1 - ld_rate / mem_rate,
+        "gpu_peak_mem_gib": gpu_mem,
+        "smoke": args.smoke,
     }
-    pct = lambda v: f"{100 * v:.1f}%" if v is not None else "n/a (no peak for this device)"  # noqa: E731
-    text = "\n".join([
-        "## ViT MFU on a GPU (benchmarks/gpu_vit_mfu.py)" + (" - SMOKE RUN, not a measurement" if args.smoke else ""),
-        "",
-        f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {name} (torch {torch.__version__}, {cpus} CPUs, "
-        f"{workers} loader workers, {params.slab}-row slabs); ViT {params.depth} layers x width {params.width}, {res['n_params']:,} parameters, "
-        f"{res['tokens']} tokens, batch {params.batch}, bf16 autocast {model.use_amp}, torch.compile {params.compile} (mode {params.compile_mode}); "
-        f"{n_train:,} training spectra (simulated in {sim_s:.0f} s); {steps} timed steps per feed after {warmup} warm-up "
-        f"steps ({warm_s:.0f} s incl. compilation). Model FLOPs per spectrum (train step) {flops / 1e9:.2f} G; "
-        f"peak {peak / 1e12 if peak else float('nan'):.0f} TFLOP/s dense bf16.",
-        "",
-        "| feed | spectra/s | step (ms) | model TFLOP/s | MFU |",
-        "|---|---|---|---|---|",
-        f"| from GPU memory | {mem_rate:,.0f} | {res['memory_step_ms']:.1f} | {res['memory_tflops']:.1f} | {pct(res['mfu_memory'])} |",
-        f"| real loader (HDF5, {workers} workers, pinned) | {ld_rate:,.0f} | {res['loader_step_ms']:.1f} | {res['loader_tflops']:.1f} | {pct(res['mfu_loader'])} |",
-        f"| loader alone (no model) | {only:,.0f} | | | |",
-        "",
-        f"Loader overhead {100 * res['loader_overhead']:.1f}%; GPU peak memory "
-        f"{f'{gpu_mem:.1f} GiB' if gpu_mem is not None else 'n/a'}.",
-    ])
+    pct = lambda v: f"{100 * v:.1f}%" if v is not None else "n/a (no peak for this device)"
+    text = "\n".join(
+        [
+            "## ViT MFU on a GPU (benchmarks/gpu_vit_mfu.py)"
+            + (" - SMOKE RUN, not a measurement" if args.smoke else ""),
+            "",
+            f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {name} (torch {torch.__version__}, {cpus} CPUs, "
+            f"{workers} loader workers, {params.slab}-row slabs); ViT {params.depth} layers x width {params.width}, {res['n_params']:,} parameters, "
+            f"{res['tokens']} tokens, batch {params.batch}, bf16 autocast {model.use_amp}, torch.compile {params.compile} (mode {params.compile_mode}); "
+            f"{n_train:,} training spectra (simulated in {sim_s:.0f} s); {steps} timed steps per feed after {warmup} warm-up "
+            f"steps ({warm_s:.0f} s incl. compilation). Model FLOPs per spectrum (train step) {flops / 1e9:.2f} G; "
+            f"peak {peak / 1e12 if peak else float('nan'):.0f} TFLOP/s dense bf16.",
+            "",
+            "| feed | spectra/s | step (ms) | model TFLOP/s | MFU |",
+            "|---|---|---|---|---|",
+            f"| from GPU memory | {mem_rate:,.0f} | {res['memory_step_ms']:.1f} | {res['memory_tflops']:.1f} | {pct(res['mfu_memory'])} |",
+            f"| real loader (HDF5, {workers} workers, pinned) | {ld_rate:,.0f} | {res['loader_step_ms']:.1f} | {res['loader_tflops']:.1f} | {pct(res['mfu_loader'])} |",
+            f"| loader alone (no model) | {only:,.0f} | | | |",
+            "",
+            f"Loader overhead {100 * res['loader_overhead']:.1f}%; GPU peak memory "
+            f"{f'{gpu_mem:.1f} GiB' if gpu_mem is not None else 'n/a'}.",
+        ]
+    )
     print(text)
     print(json.dumps(res))
     out = os.environ.get("OUT")

@@ -63,7 +63,7 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
 
-    from specscale.models import model_class
+    from specscale.models.registry import model_class
 
     p = model_class(args.model).Params()
     n_pix = 4096
@@ -79,8 +79,15 @@ def main() -> None:
             ks = block_kernels(d, m, t, fused)
             seconds = depth * t * sum(max(k.flops / peak, k.bytes / bw) for k in ks)  # per spectrum
             n_mem = sum(k.bytes / bw > k.flops / peak for k in ks)
-            rows.append((gpu, "fused" if fused else "eager", model_flops / (seconds * peak), 1 / seconds,
-                         f"{n_mem} of {len(ks)}"))
+            rows.append(
+                (
+                    gpu,
+                    "fused" if fused else "eager",
+                    model_flops / (seconds * peak),
+                    1 / seconds,
+                    f"{n_mem} of {len(ks)}",
+                )
+            )
     ridge = {g: pk / bw for g, (pk, bw) in GPUS.items()}
     lines = [
         "## Roofline bound on ViT MFU (benchmarks/vit_roofline.py, arithmetic, no GPU)",

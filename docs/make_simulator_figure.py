@@ -1,6 +1,6 @@
 """Regenerate docs/simulator.png: spectra of the synthetic default across log g, and d flux / d log g.
 
-    .venv/bin/python docs/make_simulator_figure.py
+.venv/bin/python docs/make_simulator_figure.py
 """
 
 from pathlib import Path
@@ -8,11 +8,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
 
-from specscale.atmosphere import SyntheticAtmosphere  # noqa: E402
-from specscale.instrument import air_to_vacuum  # noqa: E402
+from specscale.sim.atmosphere import SyntheticAtmosphere
+from specscale.sim.instrument import air_to_vacuum
 
 
 def main() -> None:

@@ -4,18 +4,10 @@ the local SLURM cluster (CI starts it with .ci/slurm-up.sh) for the tests marked
 from __future__ import annotations
 
 import functools
-import os
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-# the local test cluster (.ci/slurm-up.sh)
-PARTITION = "debug"
-ACCOUNT = "default"
 
 TINY = {"n_train": 300, "n_val": 100, "n_test": 100, "seed": 7, "device": "cpu"}
 
@@ -23,9 +15,9 @@ TINY = {"n_train": 300, "n_val": 100, "n_test": 100, "seed": 7, "device": "cpu"}
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory):
     """Path of a small simulated dataset (300 train / 100 val / 100 test stars, 4096 pixels, seed
-    7, stored magnitudes HSC-i 20.5-22.5), written once per session with specscale.store.simulate.
+    7, stored magnitudes HSC-i 20.5-22.5), written once per session with specscale.data.simulate.simulate.
     Treat it as read-only."""
-    from specscale.store import SimulationConfig, simulate
+    from specscale.data.simulate import SimulationConfig, simulate
 
     path = tmp_path_factory.mktemp("tiny") / "tiny.h5"
     simulate(path, SimulationConfig(**TINY), progress=False)
@@ -62,7 +54,8 @@ def _why_no_cluster() -> str | None:
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"no SLURM cluster: `sinfo` failed ({exc}); start one with .ci/slurm-up.sh"
     if proc.returncode != 0:
-        return f"no SLURM cluster: `sinfo` failed ({proc.stderr.strip() or proc.returncode}); start one with .ci/slurm-up.sh"
+        why = proc.stderr.strip() or proc.returncode
+        return f"no SLURM cluster: `sinfo` failed ({why}); start one with .ci/slurm-up.sh"
     return None
 
 
@@ -72,19 +65,3 @@ def slurm_cluster() -> None:
     reason = _why_no_cluster()
     if reason:
         pytest.skip(reason)
-
-
-def job_env() -> dict[str, str]:
-    """Environment for Snakemake/submitit: SLURM jobs inherit it (sbatch --export=ALL),
-    and each job re-runs Snakemake/Python, so the interpreter's bin/ must be on PATH."""
-    env = dict(os.environ)
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    # a stray SLURM_JOB_ID (tests run inside a SLURM job) confuses the plugin
-    for key in [k for k in env if k.startswith("SLURM_") and k != "SLURM_CONF"]:
-        del env[key]
-    return env
-
-
-def snakemake_cmd() -> list[str]:
-    exe = Path(sys.executable).parent / "snakemake"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "snakemake"]

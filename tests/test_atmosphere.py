@@ -4,13 +4,19 @@ import numpy as np
 import pytest
 import torch
 
-from specscale.atmosphere import SyntheticAtmosphere, smoothed_median
-from specscale.instrument import Instrument, air_to_vacuum
-from specscale.linelist import BAND_HEADS
+from specscale.sim.atmosphere import SyntheticAtmosphere, smoothed_median
+from specscale.sim.instrument import Instrument, air_to_vacuum
+from specscale.sim.linelist import BAND_HEADS
 
 STARS = torch.tensor(
-    [[4000.0, 2.0, -0.5, 0.1], [4500.0, 3.0, 0.0, 0.0], [5000.0, 4.0, -1.0, 0.2],
-     [5800.0, 2.5, -2.0, 0.3], [4200.0, 4.5, 0.5, 0.0], [3800.0, 1.2, -0.2, 0.4]],
+    [
+        [4000.0, 2.0, -0.5, 0.1],
+        [4500.0, 3.0, 0.0, 0.0],
+        [5000.0, 4.0, -1.0, 0.2],
+        [5800.0, 2.5, -2.0, 0.3],
+        [4200.0, 4.5, 0.5, 0.0],
+        [3800.0, 1.2, -0.2, 0.4],
+    ],
     dtype=torch.float64,
 )
 
@@ -95,7 +101,7 @@ def _feature_masks(wave):
     cat = win(8498.02, 0, 15) | win(8542.09, 0, 15) | win(8662.14, 0, 15)
     mg = win(8806.76, 0, 8)
     bands = np.zeros_like(na)
-    for _, head, _, length in BAND_HEADS:
+    for _, head, _, _length in BAND_HEADS:
         h = air_to_vacuum(head)
         bands |= (wave > h - 2) & (wave < h + 20)
     return na | cat | mg, bands
@@ -128,10 +134,10 @@ def test_gravity_moves_features_in_the_physical_direction(model):
     for teff in (4000.0, 4800.0):
         giant, subgiant, dwarf = spec(teff, 1.5), spec(teff, 3.0), spec(teff, 4.8)
         # Na I 8183/8195: a dwarf/giant discriminator, much stronger in dwarfs
-        na = lambda f: _ew(wave, f, 8183.26, 4) + _ew(wave, f, 8194.82, 4)  # noqa: E731
+        na = lambda f: _ew(wave, f, 8183.26, 4) + _ew(wave, f, 8194.82, 4)
         assert na(dwarf) > 1.2 * na(subgiant)
         # Ca II triplet: stronger in giants (sum of the three lines)
-        cat = lambda f: _ew(wave, f, 8498.02, 12) + _ew(wave, f, 8542.09, 15) + _ew(wave, f, 8662.14, 15)  # noqa: E731
+        cat = lambda f: _ew(wave, f, 8498.02, 12) + _ew(wave, f, 8542.09, 15) + _ew(wave, f, 8662.14, 15)
         assert cat(giant) > cat(dwarf)
         # ... while its pressure-broadened wings (3-12 A from the core) are deeper in dwarfs
         c = air_to_vacuum(8542.09)
@@ -143,18 +149,18 @@ def test_gravity_moves_features_in_the_physical_direction(model):
 
 def test_molecules_and_paschen_switch_on_where_they_should(model):
     wave = model.instrument.wave
-    spec = lambda *p: model.flux(torch.tensor([p], dtype=torch.float64))[0].numpy()  # noqa: E731
+    spec = lambda *p: model.flux(torch.tensor([p], dtype=torch.float64))[0].numpy()
     tio = (wave > air_to_vacuum(7054.0)) & (wave < air_to_vacuum(7120.0))
     ref = (wave > 7400) & (wave < 7500)
-    depth = lambda f: 1 - f[tio].mean() / f[ref].mean()  # noqa: E731
+    depth = lambda f: 1 - f[tio].mean() / f[ref].mean()
     assert depth(spec(3750.0, 4.5, 0.0, 0.0)) > depth(spec(4500.0, 4.5, 0.0, 0.0)) + 0.2
     # Paschen P16 (8502.5 A) only in warm stars
     p16 = np.abs(wave - air_to_vacuum(8502.48)) < 1.0
     side = (np.abs(wave - air_to_vacuum(8502.48)) > 1.5) & (np.abs(wave - air_to_vacuum(8502.48)) < 2.5)
-    strength = lambda f: f[side].mean() - f[p16].mean()  # noqa: E731
+    strength = lambda f: f[side].mean() - f[p16].mean()
     assert strength(spec(6000.0, 4.0, -2.0, 0.0)) > strength(spec(4500.0, 4.0, -2.0, 0.0)) + 0.02
 
 
 def test_metallicity_strengthens_lines(model):
-    spec = lambda mh: model.flux(torch.tensor([[4800.0, 3.0, mh, 0.0]], dtype=torch.float64))[0].numpy()  # noqa: E731
+    spec = lambda mh: model.flux(torch.tensor([[4800.0, 3.0, mh, 0.0]], dtype=torch.float64))[0].numpy()
     assert np.std(spec(0.5)) > np.std(spec(-2.0))

@@ -7,12 +7,20 @@ import torch
 import xarray as xr
 from scipy.stats import truncnorm
 
-from specscale.bayes import BayesConfig, posterior_moments, r2_mc_error
+from specscale.ceiling.bank import bank_posterior
+from specscale.ceiling.bayes import (
+    BayesConfig,
+    PriorBank,
+    bayes_reference,
+    posterior_batched,
+    posterior_moments,
+    r2_mc_error,
+)
+from specscale.ceiling.fisher import forward_jacobian
 from specscale.cli import main
-from specscale.fisher import forward_jacobian
+from specscale.data.simulate import SimulationConfig, simulate
+from specscale.data.sources import open_source
 from specscale.models.oracle import levenberg_marquardt
-from specscale.store import SimulationConfig, simulate
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -41,14 +49,15 @@ def test_posterior_mean_matches_the_truncated_normal():
     rng = np.random.default_rng(4)
     obs = truth @ a.T + sigma * rng.standard_normal((len(truth), n_pix))
     sig = np.full_like(obs, sigma)
-    t = lambda x: torch.as_tensor(x, dtype=torch.float64)  # noqa: E731
+    t = lambda x: torch.as_tensor(x, dtype=torch.float64)
     z, chi2, _, _ = levenberg_marquardt(model, t(obs), t(sig), t(np.full((len(truth), 2), 0.5)), t(box), 20, 1e-3, 1e-8)
     cfg = BayesConfig(n_samples=4000, seed=1)
     prec = np.diag(a.T @ a) / sigma**2
     ls = np.linalg.lstsq(a, obs.T, rcond=None)[0].T  # unconstrained posterior means
     for index in (0, 1):
-        post = posterior_moments(model, obs, sig, box, z.numpy()[:, None], chi2.numpy()[:, None],
-                                 np.arange(len(truth)), cfg, index=index)
+        post = posterior_moments(
+            model, obs, sig, box, z.numpy()[:, None], chi2.numpy()[:, None], np.arange(len(truth)), cfg, index=index
+        )
         sd = 1 / np.sqrt(prec[index])
         lo, hi = (0 - ls[:, index]) / sd, (1 - ls[:, index]) / sd
         exact = truncnorm.mean(lo, hi, loc=ls[:, index], scale=sd)
@@ -57,7 +66,9 @@ def test_posterior_mean_matches_the_truncated_normal():
         np.testing.assert_allclose(post["sd"], exact_sd, rtol=0.1)
         assert np.all(post["ess"] > 1000) and np.all(post["mc_se"] < 0.05 * exact_sd + 1e-4)
     # the same stars and seed give the same numbers
-    again = posterior_moments(model, obs, sig, box, z.numpy()[:, None], chi2.numpy()[:, None], np.arange(3), cfg, index=1)
+    again = posterior_moments(
+        model, obs, sig, box, z.numpy()[:, None], chi2.numpy()[:, None], np.arange(3), cfg, index=1
+    )
     np.testing.assert_array_equal(again["mean"], post["mean"])
 
 
@@ -78,8 +89,23 @@ def test_cell_reference_on_simulated_spectra(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("models:\n  oracle:\n    n_starts: 2\n    bank_size: 512\n")
     out = tmp_path / "bayes.nc"
-    args = ["bayes", "--data", str(data), "--noise", "1", "--mag", "22", "--stars", "6", "--samples", "256",
-            "--config", str(cfg), "--out", str(out)]
+    args = [
+        "bayes",
+        "--data",
+        str(data),
+        "--noise",
+        "1",
+        "--mag",
+        "22",
+        "--stars",
+        "6",
+        "--samples",
+        "256",
+        "--config",
+        str(cfg),
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     ds = xr.open_dataset(out, engine="h5netcdf")
     assert ds.sizes["star"] == 6
@@ -90,4 +116,102 @@ def test_cell_reference_on_simulated_spectra(tmp_path):
     # bad input fails before any work
     assert main([*args[:-2], "--out", str(tmp_path / "x.nc"), "--samples", "3"]) == 2
     assert main([*args[:7], "--stars", "99", "--out", str(tmp_path / "x.nc")]) == 2
+    assert not (tmp_path / "x.nc").exists()
+
+
+def _toy():
+    """The linear-Gaussian toy on the unit box (orthogonal columns: the posterior factorises into
+    truncated normals): model, obs, sigma, box, and per parameter the exact posterior mean and sd."""
+    n_pix, sigma = 40, 1.0
+    k = np.arange(n_pix)
+    a = np.stack([np.cos(2 * np.pi * k / n_pix), np.sin(2 * np.pi * k / n_pix)], 1) * np.array([1.2, 0.6])
+    truth = np.array([[0.03, 0.5], [0.5, 0.97], [0.3, 0.2], [0.8, 0.6]])
+    obs = truth @ a.T + sigma * np.random.default_rng(4).standard_normal((len(truth), n_pix))
+    sd = sigma / np.sqrt(np.diag(a.T @ a))
+    ls = np.linalg.lstsq(a, obs.T, rcond=None)[0].T
+    lo, hi = (0 - ls) / sd, (1 - ls) / sd
+    exact = truncnorm.mean(lo, hi, loc=ls, scale=sd), truncnorm.std(lo, hi, loc=ls, scale=sd)
+    return Linear(a), obs, np.full_like(obs, sigma), np.array([[0.0, 1.0], [0.0, 1.0]]), exact
+
+
+def test_batched_posterior_mean_matches_the_truncated_normal():
+    model, obs, sig, box, (exact, exact_sd) = _toy()
+    rows = np.arange(len(obs))
+    cfg = BayesConfig(method="batched", seed=1, bank_size=256, mc_target=0.03, n_samples=8192, batch=3)
+    bank = PriorBank.simulate(model, box, cfg.bank_size, cfg.seed)
+    for index in (0, 1):
+        post = posterior_batched(model, obs, sig, box, rows, cfg, index=index, bank=bank)
+        err = np.abs(post["mean"] - exact[:, index])
+        assert np.all(err < 4 * post["mc_se"] + 1e-4), (post["mean"], exact[:, index], post["mc_se"])
+        np.testing.assert_allclose(post["sd"], exact_sd[:, index], rtol=0.1)
+        assert np.all(post["mc_se"] <= 0.03 * post["sd"]) and np.all(post["n_sims"] < 8192)
+    # each star has its own stream: batching (3 per batch above, 1 here) does not change the numbers
+    one = posterior_batched(model, obs, sig, box, rows, BayesConfig(**{**cfg.__dict__, "batch": 1}), index=1, bank=bank)
+    np.testing.assert_allclose(one["mean"], post["mean"], rtol=0, atol=1e-9)
+    # the cheap default stops early and still reports an honest error
+    quick = posterior_batched(model, obs, sig, box, rows, BayesConfig(method="batched", seed=2), index=1, bank=bank)
+    assert np.all(np.abs(quick["mean"] - exact[:, 1]) < 4 * quick["mc_se"] + 1e-4)
+    assert quick["n_sims"].mean() < 200
+
+
+class ToyBank:
+    """A source-like bank of n uniform prior draws of the toy (labels, noiseless flux)."""
+
+    def __init__(self, model, n, seed=0):
+        self.theta = np.random.default_rng(seed).random((n, 2))
+        self.flux = model.flux(torch.as_tensor(self.theta)).numpy().astype(np.float32)
+
+    def n(self, split):
+        return len(self.theta)
+
+    def labels(self, split, rows):
+        return self.theta[rows]
+
+    def noiseless(self, split, rows, cell, variances=True):
+        return type("Batch", (), {"flux": self.flux[rows]})
+
+
+def test_bank_estimator_converges_to_the_exact_posterior_mean():
+    model, obs, sig, _, (exact, exact_sd) = _toy()
+    errors = []
+    for n in (200, 2000, 40000):
+        post = bank_posterior(ToyBank(model, n), obs, sig, cell=None, index=1, block=4096)
+        err = np.abs(post["mean"] - exact[:, 1])
+        errors.append(err.max())
+        # the jackknife error is honest at every bank size
+        assert np.all(err < 4 * post["mc_se"] + 2e-3), (n, err, post["mc_se"])
+    assert errors[2] < errors[0] and errors[2] < 0.01
+    np.testing.assert_allclose(post["sd"], exact_sd[:, 1], rtol=0.05)
+    assert post["ess"].min() > 1000
+    # a window (pixel mask) keeps only its pixels: fewer pixels, a wider posterior
+    mask = np.zeros(obs.shape[1], bool)
+    mask[:10] = True
+    win = bank_posterior(ToyBank(model, 40000), obs, sig, cell=None, index=1, mask=mask)
+    assert np.all(win["sd"] > post["sd"])
+
+
+def test_window_reference_is_at_most_the_full_spectrum(tiny_dataset):
+    source = open_source(tiny_dataset)
+    cfg = BayesConfig(method="batched", bank_size=512, n_samples=256)
+    full = bayes_reference(source, 1.0, "21.5", 16, cfg)
+    win = bayes_reference(source, 1.0, "21.5", 16, cfg, window="ca_triplet")
+    assert win.attrs["n_pixels"] < full.attrs["n_pixels"] == source.wave.size
+    assert win.attrs["window"] == '"ca_triplet"' and full.attrs["window"] == "full"
+    err = float(np.hypot(win.r2_bayes_err, full.r2_bayes_err))
+    assert float(win.r2_bayes_debiased) <= float(full.r2_bayes_debiased) + err
+    assert float(win.ceiling_pop) <= float(full.ceiling_pop)
+    assert float(win.posterior_sd.mean()) > float(full.posterior_sd.mean())
+    for ds in (full, win):
+        assert ds.attrs["method"] == "batched" and ds.r2_bayes_snr_bin.dims == ("snr_bin",)
+        assert float(ds.r2_bayes_err) > 0 and float(ds.r2_bayes_mc_se) < float(ds.r2_bayes_sampling_se)
+
+
+def test_bank_method_from_the_cli(tiny_dataset, tmp_path):
+    out = tmp_path / "bank.nc"
+    args = ["bayes", "--data", str(tiny_dataset), "--noise", "2", "--mag", "21.5", "--stars", "20"]
+    assert main([*args, "--method", "bank", "--window", '["ca_triplet", [8790, 8830]]', "--out", str(out)]) == 0
+    ds = xr.open_dataset(out, engine="h5netcdf")
+    assert ds.attrs["method"] == "bank" and "mle" not in ds and float(ds.n_sims_mean) == 0
+    assert ((ds.posterior_mean >= 1) & (ds.posterior_mean <= 5)).all() and (ds.mc_se > 0).all()
+    assert main([*args, "--window", "ca_triplett", "--out", str(tmp_path / "x.nc")]) == 2
     assert not (tmp_path / "x.nc").exists()

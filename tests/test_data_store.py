@@ -8,12 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from specscale.cells import MagCell
 from specscale.cli import main
-from specscale.config import ConfigError
-from specscale.observe import FIELD_NODES_DEG, VIGNETTING, NoiseModel, ObservingConfig
-from specscale.sources import DataError, open_source
-from specscale.store import SimulationConfig, simulate
+from specscale.core.vocab import MagCell
+from specscale.data.simulate import SimulationConfig, simulate
+from specscale.data.sources import DataError, open_source
+from specscale.sim.observe import FIELD_NODES_DEG, VIGNETTING, NoiseModel, ObservingConfig
 
 SMALL = dict(n_train=600, n_val=100, n_test=300, device="cpu")
 
@@ -68,8 +67,12 @@ def test_noise_is_per_star_deterministic(small):
     np.testing.assert_array_equal(a.flux[[3, 2]], b.flux)  # same star, same noise, any order/batch
     # validation and test noise are different streams; seeds change only training noise
     assert not np.allclose(src.observed("val", [5], "21", 1.0).flux, src.observed("test", [5], "21", 1.0).flux)
-    np.testing.assert_array_equal(src.observed("test", [5], "21", 1.0, seed=1).flux, src.observed("test", [5], "21", 1.0, seed=2).flux)
-    assert not np.array_equal(src.observed("train", [5], "21", 1.0, seed=1).flux, src.observed("train", [5], "21", 1.0, seed=2).flux)
+    np.testing.assert_array_equal(
+        src.observed("test", [5], "21", 1.0, seed=1).flux, src.observed("test", [5], "21", 1.0, seed=2).flux
+    )
+    assert not np.array_equal(
+        src.observed("train", [5], "21", 1.0, seed=1).flux, src.observed("train", [5], "21", 1.0, seed=2).flux
+    )
 
 
 def test_noise_level_and_magnitude_scale_sigma(small):
@@ -118,7 +121,7 @@ def test_error_vector_alone_does_not_beat_noisy_flux(tmp_path):
 
 def test_snr_calibration_matches_study_test_set(small):
     # the study's test_10k at noise 1: median per-spectrum S/N 8.2 (+-15%)
-    from specscale.snr import snr_summary
+    from specscale.sim.snr import snr_summary
 
     s = snr_summary(open_source(small), "20.5-22.5", 1.0)["snr_spectrum"]
     assert 8.2 * 0.85 < s["median"] < 8.2 * 1.15
@@ -126,7 +129,7 @@ def test_snr_calibration_matches_study_test_set(small):
 
 
 def test_etc_fixture_snr_scales_with_efficiency():
-    from specscale.snr import etc_fixture_snr
+    from specscale.sim.snr import etc_fixture_snr
 
     hi = etc_fixture_snr(ObservingConfig(efficiency=1.0))["median"]
     lo = etc_fixture_snr(ObservingConfig(efficiency=0.25))["median"]
@@ -163,7 +166,7 @@ def test_cli_rejects_unknown_config_key(tmp_path, capsys):
 def test_nan_flux_leaves_nothing_behind(tmp_path, monkeypatch):
     import torch
 
-    from specscale import atmosphere
+    from specscale.sim import atmosphere
 
     real = atmosphere.SyntheticAtmosphere.spectrum
 
@@ -182,7 +185,7 @@ def test_nan_flux_leaves_nothing_behind(tmp_path, monkeypatch):
 def test_truncated_and_foreign_files_are_refused(small, tmp_path):
     trunc = tmp_path / "trunc.h5"
     trunc.write_bytes(small.read_bytes()[:50_000])
-    with pytest.raises(DataError, match="trunc.h5"):
+    with pytest.raises(DataError, match=r"trunc\.h5"):
         open_source(trunc)
     foreign = tmp_path / "foreign.h5"
     with h5py.File(foreign, "w") as f:
@@ -219,10 +222,18 @@ def _write_study_file(path, n, rng, nan_row=None):
         mask = np.zeros((n, 4096), np.int8)
         mask[:, :5] = 1
         f["dataset/arrays/mask/value"] = mask
-    params = pd.DataFrame({
-        "T_eff": rng.uniform(3750, 6000, n), "log_g": rng.uniform(1, 5, n), "M_H": rng.uniform(-2.5, 0.75, n),
-        "a_M": rng.uniform(-0.25, 0.5, n), "C_M": 0.0, "mag": rng.uniform(20.5, 22.5, n), "redshift": 0.0, "snr": 10.0,
-    })
+    params = pd.DataFrame(
+        {
+            "T_eff": rng.uniform(3750, 6000, n),
+            "log_g": rng.uniform(1, 5, n),
+            "M_H": rng.uniform(-2.5, 0.75, n),
+            "a_M": rng.uniform(-0.25, 0.5, n),
+            "C_M": 0.0,
+            "mag": rng.uniform(20.5, 22.5, n),
+            "redshift": 0.0,
+            "snr": 10.0,
+        }
+    )
     params.to_hdf(path, key="dataset/params", mode="a", format="table")
 
 
@@ -255,7 +266,10 @@ def test_study_layout_reader(tmp_path):
 
 def test_cli_simulate_and_snr(tmp_path, capsys):
     out = tmp_path / "cli.h5"
-    assert main(["simulate", "--out", str(out), "--n-train", "20", "--n-val", "10", "--n-test", "50", "--no-progress"]) == 0
+    assert (
+        main(["simulate", "--out", str(out), "--n-train", "20", "--n-val", "10", "--n-test", "50", "--no-progress"])
+        == 0
+    )
     assert out.exists() and not list(tmp_path.glob("*.tmp-*"))
     assert main(["snr", str(out), "--mag", "20.5-22.5", "--etc"]) == 0
     text = capsys.readouterr().out

@@ -8,12 +8,12 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
-from specscale.cells import MagCell
-from specscale.config import ConfigError, from_dict
-from specscale.loader import cpu_count
+from specscale.core.config import ConfigError, from_dict
+from specscale.core.hardware import cpu_count
+from specscale.core.vocab import MagCell
+from specscale.data.sources import open_source
 from specscale.models.base import TrainCell
 from specscale.models.gbm import LightGBMModel, LightGBMParams, ObservedRows
-from specscale.sources import open_source
 
 CELL = TrainCell(noise=1.0, mag=MagCell.parse("20.5-22.5"), n_train=200, seed=1)
 FAST = LightGBMParams(num_leaves=7, max_trees=60, early_stopping_rounds=10, batch=64, log_every=0)
@@ -48,8 +48,13 @@ def test_fit_repeats_and_matches_in_memory_training(tiny_dataset, tmp_path):
     val = src.observed("val", np.arange(src.n("val")), CELL.mag, CELL.noise)
     dtrain = lgb.Dataset(train.flux.astype(np.float64), train.labels[:, 1], params=params)
     dval = lgb.Dataset(val.flux.astype(np.float64), val.labels[:, 1], reference=dtrain, params=params)
-    ref = lgb.train(params, dtrain, FAST.max_trees, valid_sets=[dval],
-                    callbacks=[lgb.early_stopping(FAST.early_stopping_rounds, verbose=False)])
+    ref = lgb.train(
+        params,
+        dtrain,
+        FAST.max_trees,
+        valid_sets=[dval],
+        callbacks=[lgb.early_stopping(FAST.early_stopping_rounds, verbose=False)],
+    )
     assert ref.best_iteration == info["n_trees"]
     np.testing.assert_allclose(a.predict(test), ref.predict(test.flux, num_iteration=ref.best_iteration), atol=1e-12)
 
@@ -77,8 +82,14 @@ def test_threads_follow_the_job_allocation(monkeypatch):
 
 def test_recipe_defaults_and_strict_config():
     p = LightGBMParams()
-    assert (p.learning_rate, p.num_leaves, p.bagging_fraction, p.feature_fraction, p.max_trees, p.early_stopping_rounds) == (
-        0.05, 63, 0.8, 0.8, 5000, 50)
+    assert (
+        p.learning_rate,
+        p.num_leaves,
+        p.bagging_fraction,
+        p.feature_fraction,
+        p.max_trees,
+        p.early_stopping_rounds,
+    ) == (0.05, 63, 0.8, 0.8, 5000, 50)
     lp = p.lgb_params(seed=3, n_threads=4)
     assert lp["deterministic"] and lp["seed"] == 3 and lp["num_threads"] == 4 and "max_trees" not in lp
     with pytest.raises(ConfigError, match=r"models\.lightgbm.*feature_fraction"):

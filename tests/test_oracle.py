@@ -5,15 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from specscale.cells import MagCell
-from specscale.config import ConfigError, from_dict
-from specscale.fisher import FisherConfig, SimulatorJacobian, fisher_matrix, marginal_crlb, prior_box, sigma_unit
-from specscale.models import build_model, model_class
+from specscale.ceiling.fisher import FisherConfig, SimulatorJacobian, fisher_matrix, marginal_crlb, sigma_unit
+from specscale.core.config import ConfigError, from_dict
+from specscale.core.vocab import MagCell
+from specscale.data.simulate import SimulationConfig, simulate
+from specscale.data.simulator import prior_box
+from specscale.data.sources import DataError, open_source
 from specscale.models.base import TrainCell
 from specscale.models.oracle import OracleModel, OracleParams
-from specscale.sources import DataError, open_source
-from specscale.store import SimulationConfig, simulate
-
+from specscale.models.registry import build_model, model_class
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -33,7 +33,7 @@ def _fitted(source, mag="21.5", noise=1.0, **params):
 
 def test_registered_and_strict_params():
     assert model_class("oracle") is OracleModel
-    with pytest.raises(ConfigError, match="models.oracle.n_start"):
+    with pytest.raises(ConfigError, match=r"models\.oracle\.n_start"):
         build_model("oracle", {"models": {"oracle": {"n_start": 2}}}, seed=0)
     with pytest.raises(ConfigError, match="n_starts"):
         from_dict(OracleParams, {"n_starts": 0}, "models.oracle")

@@ -10,11 +10,11 @@ from sklearn.linear_model import Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from specscale.config import ConfigError, from_dict
-from specscale.metrics import r2_score
+from specscale.core.config import ConfigError, from_dict
+from specscale.data.sources import open_source
 from specscale.models.base import TrainCell
+from specscale.models.metrics import r2_score
 from specscale.models.ridge import RidgeAccumulator, RidgeModel, RidgeParams
-from specscale.sources import open_source
 
 CELL = TrainCell(noise=1.0, mag="20.5-22.5", n_train=250, seed=3)
 ALPHAS = [1e-2, 1.0, 1e2, 1e4, 1e7]
@@ -103,10 +103,14 @@ def test_predictions_equal_sklearn_at_chosen_alpha(fitted, tiny_dataset):
     train = src.observed("train", np.arange(CELL.n_train), CELL.mag, CELL.noise, CELL.seed)
     val = src.observed("val", np.arange(src.n("val")), CELL.mag, CELL.noise)
     test = src.observed("test", np.arange(src.n("test")), CELL.mag, CELL.noise)
-    ref = make_pipeline(StandardScaler(), Ridge(alpha=info["alpha"])).fit(train.flux.astype(np.float64), train.labels[:, 1])
+    ref = make_pipeline(StandardScaler(), Ridge(alpha=info["alpha"])).fit(
+        train.flux.astype(np.float64), train.labels[:, 1]
+    )
     np.testing.assert_allclose(model.predict(test), ref.predict(test.flux.astype(np.float64)), rtol=1e-6, atol=1e-6)
     # the recorded validation R^2 of the chosen alpha is sklearn's
-    assert info["val_r2"] == pytest.approx(r2_score(val.labels[:, 1], ref.predict(val.flux.astype(np.float64))), abs=1e-8)
+    assert info["val_r2"] == pytest.approx(
+        r2_score(val.labels[:, 1], ref.predict(val.flux.astype(np.float64))), abs=1e-8
+    )
     assert info["val_r2"] == pytest.approx(max(info["val_r2_path"]))
 
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ACCOUNT, PARTITION, REPO, job_env, snakemake_cmd
+from factories import ACCOUNT, PARTITION, REPO, job_env, snakemake_cmd
 
 pytestmark = pytest.mark.slurm
 
@@ -33,33 +33,45 @@ def test_snakemake_slurm_profile_runs_toy_workflow(slurm_cluster, tmp_path: Path
     workdir.mkdir()
     slurm_logs = tmp_path / "slurm_logs"
     cmd = snakemake_cmd() + [
-        "-s", str(SMOKE_SNAKEFILE),
-        "--profile", str(SLURM_PROFILE),
-        "--directory", str(workdir),
+        "-s",
+        str(SMOKE_SNAKEFILE),
+        "--profile",
+        str(SLURM_PROFILE),
+        "--directory",
+        str(workdir),
         # the local test cluster (.ci/slurm-up.sh); a CLI --default-resources replaces the
         # profile's whole list, so repeat mem_mb/runtime
         "--default-resources",
-        f"slurm_partition={PARTITION}", f"slurm_account={ACCOUNT}", "mem_mb=200", "runtime=5",
+        f"slurm_partition={PARTITION}",
+        f"slurm_account={ACCOUNT}",
+        "mem_mb=200",
+        "runtime=5",
         # Poll fast. The plugin checks N s after a submission and adds 10 s to the next wait
         # whenever a check finds nothing finished; a trivial job here takes 5-8 s from sbatch
         # to done on 2 cores (Snakemake starts twice inside it), so N=10 sees each wave of
         # jobs on the first check (~30 s for the 2 waves) where N=1 costs ~12 s per job.
-        "--slurm-init-seconds-before-status-checks", "10",
-        "--seconds-between-status-checks", "1",
-        "--latency-wait", "5",
-        "--retries", "0",
-        "--slurm-logdir", str(slurm_logs),
+        "--slurm-init-seconds-before-status-checks",
+        "10",
+        "--seconds-between-status-checks",
+        "1",
+        "--latency-wait",
+        "5",
+        "--retries",
+        "0",
+        "--slurm-logdir",
+        str(slurm_logs),
         "--slurm-keep-successful-logs",
     ]
-    has_gpu_gres = "gpu" in subprocess.run(
-        ["sinfo", "-h", "-p", PARTITION, "-o", "%G"], capture_output=True, text=True, timeout=20
-    ).stdout
+    has_gpu_gres = (
+        "gpu"
+        in subprocess.run(
+            ["sinfo", "-h", "-p", PARTITION, "-o", "%G"], capture_output=True, text=True, timeout=20
+        ).stdout
+    )
     if not has_gpu_gres:  # the rule `square` asks for gpu=1 like train_vit does
         cmd += ["--set-resources", "square:gpu=0", "square:cpus_per_gpu=0"]
     t0 = time.monotonic()
-    proc = subprocess.run(
-        cmd, cwd=tmp_path, env=job_env(), capture_output=True, text=True, timeout=240
-    )
+    proc = subprocess.run(cmd, cwd=tmp_path, env=job_env(), capture_output=True, text=True, timeout=240)
     elapsed = time.monotonic() - t0
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"snakemake failed ({proc.returncode}):\n{out[-6000:]}"
@@ -88,19 +100,20 @@ def test_snakemake_slurm_profile_runs_toy_workflow(slurm_cluster, tmp_path: Path
     # and accounting saw them complete
     sacct = subprocess.run(
         ["sacct", "-n", "-P", "-X", "-j", ",".join(job_ids), "-o", "JobID,State,Partition,Account"],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert sacct.returncode == 0, sacct.stderr
     rows = [line.split("|") for line in sacct.stdout.splitlines() if line.strip()]
     assert sorted(r[0] for r in rows) == job_ids, sacct.stdout
-    assert all(r[1] == "COMPLETED" and r[2] == PARTITION and r[3] == ACCOUNT for r in rows), (
-        sacct.stdout
-    )
+    assert all(r[1] == "COMPLETED" and r[2] == PARTITION and r[3] == ACCOUNT for r in rows), sacct.stdout
     print(f"snakemake via SLURM: 3 jobs in {elapsed:.1f} s")
 
 
 def test_submitit_autoexecutor_uses_slurm(slurm_cluster, tmp_path: Path, monkeypatch) -> None:
-    submitit = pytest.importorskip("submitit")
+    import submitit
+
     env = job_env()
     monkeypatch.setenv("PATH", env["PATH"])
     for key in [k for k in os.environ if k.startswith("SLURM_") and k != "SLURM_CONF"]:
@@ -116,6 +129,7 @@ def test_submitit_autoexecutor_uses_slurm(slurm_cluster, tmp_path: Path, monkeyp
         mem_gb=1,
         name="specscale-submitit-smoke",
     )
+
     def add(a: int, b: int) -> int:  # local: cloudpickle ships it by value
         return a + b
 

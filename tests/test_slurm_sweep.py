@@ -12,10 +12,10 @@ import time
 
 import pytest
 import yaml
-
-from specscale.agents import AgentsConfig, launch_agents
-from conftest import ACCOUNT, PARTITION, REPO, job_env, snakemake_cmd
+from factories import ACCOUNT, PARTITION, REPO, job_env, snakemake_cmd
 from test_workflow import TINY
+
+from specscale.sweep.agents import AgentsConfig, launch_agents
 
 pytestmark = pytest.mark.slurm
 
@@ -29,19 +29,31 @@ def test_small_sweep_runs_through_the_slurm_profile(slurm_cluster, tmp_path):
     config.write_text(yaml.safe_dump(TINY))
     slurm_logs = tmp_path / "slurm_logs"
     cmd = snakemake_cmd() + [
-        "-s", str(REPO / "Snakefile"),
-        "--configfile", str(config),
-        "--directory", str(workdir),
-        "--profile", str(REPO / "profiles" / "slurm"),
+        "-s",
+        str(REPO / "Snakefile"),
+        "--configfile",
+        str(config),
+        "--directory",
+        str(workdir),
+        "--profile",
+        str(REPO / "profiles" / "slurm"),
         # the local test cluster; a CLI --default-resources replaces the profile's list
-        "--default-resources", f"slurm_partition={PARTITION}", f"slurm_account={ACCOUNT}",
-        "mem_mb=1000", "runtime=10",
+        "--default-resources",
+        f"slurm_partition={PARTITION}",
+        f"slurm_account={ACCOUNT}",
+        "mem_mb=1000",
+        "runtime=10",
         # poll often: jobs here take 5-30 s (Snakemake starts inside each one)
-        "--slurm-init-seconds-before-status-checks", "3",
-        "--seconds-between-status-checks", "1",
-        "--latency-wait", "5",
-        "--retries", "0",
-        "--slurm-logdir", str(slurm_logs),
+        "--slurm-init-seconds-before-status-checks",
+        "3",
+        "--seconds-between-status-checks",
+        "1",
+        "--latency-wait",
+        "5",
+        "--retries",
+        "0",
+        "--slurm-logdir",
+        str(slurm_logs),
         "--slurm-keep-successful-logs",
     ]
     t0 = time.monotonic()
@@ -61,8 +73,12 @@ def test_small_sweep_runs_through_the_slurm_profile(slurm_cluster, tmp_path):
     assert set(per_rule) == REMOTE_RULES, per_rule
     assert len(per_rule["train"]) == 2 and all(j.isdigit() for ids in per_rule.values() for j in ids)
     job_ids = sorted(j for ids in per_rule.values() for j in ids)
-    sacct = subprocess.run(["sacct", "-n", "-P", "-X", "-j", ",".join(job_ids), "-o", "JobID,JobName,State"],
-                           capture_output=True, text=True, timeout=30)
+    sacct = subprocess.run(
+        ["sacct", "-n", "-P", "-X", "-j", ",".join(job_ids), "-o", "JobID,JobName,State"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     states = {row.split("|")[0]: row.split("|")[2] for row in sacct.stdout.splitlines() if row.strip()}
     assert set(states) == set(job_ids) and set(states.values()) == {"COMPLETED"}, sacct.stdout
     # each cell's metrics were written inside its SLURM job (the per-job log shows the train command)
@@ -78,17 +94,34 @@ def test_agents_array_is_submitted_to_slurm(slurm_cluster, tmp_path, monkeypatch
     def fake_agent(sweep_id, count, project, entity):  # local function: cloudpickle ships it by value
         import os
 
-        return {"sweep": sweep_id, "count": count, "project": project, "entity": entity,
-                "job": os.environ.get("SLURM_ARRAY_JOB_ID"), "task": os.environ.get("SLURM_ARRAY_TASK_ID")}
+        return {
+            "sweep": sweep_id,
+            "count": count,
+            "project": project,
+            "entity": entity,
+            "job": os.environ.get("SLURM_ARRAY_JOB_ID"),
+            "task": os.environ.get("SLURM_ARRAY_TASK_ID"),
+        }
 
-    cfg = AgentsConfig(executor="slurm", folder=str(tmp_path / "agents"), partition=PARTITION, account=ACCOUNT,
-                       timeout_min=5, gpus=0, cpus=1, mem_gb=0.5, parallelism=2, runs_per_agent=3,
-                       project="specscale-test")
+    cfg = AgentsConfig(
+        executor="slurm",
+        folder=str(tmp_path / "agents"),
+        partition=PARTITION,
+        account=ACCOUNT,
+        timeout_min=5,
+        gpus=0,
+        cpus=1,
+        mem_gb=0.5,
+        parallelism=2,
+        runs_per_agent=3,
+        project="specscale-test",
+    )
     t0 = time.monotonic()
     jobs = launch_agents("ent/proj/sweep01", 2, cfg, agent=fake_agent)
     results = [job.result() for job in jobs]
     assert [r["task"] for r in results] == ["0", "1"]
     assert {r["job"] for r in results} == {jobs[0].job_id.split("_")[0]}  # one array job
-    assert all(r["sweep"] == "ent/proj/sweep01" and r["count"] == 3 and r["project"] == "specscale-test"
-               for r in results)
+    assert all(
+        r["sweep"] == "ent/proj/sweep01" and r["count"] == 3 and r["project"] == "specscale-test" for r in results
+    )
     print(f"agents array via SLURM: job {jobs[0].job_id.split('_')[0]} in {time.monotonic() - t0:.1f} s")

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from specscale.cli import main
-from specscale.metrics import evaluate
+from specscale.models.metrics import evaluate
 
 FAST = {
     "models": {
@@ -30,8 +30,27 @@ def config(tmp_path):
 
 
 def train(data, out, *extra, model="vit-tiny", n_train=300, mag="20.5-22.5"):
-    return main(["train", model, "--data", str(data), "--noise", "1", "--mag", mag, "--n-train", str(n_train),
-                 "--seed", "2", "--out", str(out), "--threads", "1", *extra])
+    return main(
+        [
+            "train",
+            model,
+            "--data",
+            str(data),
+            "--noise",
+            "1",
+            "--mag",
+            mag,
+            "--n-train",
+            str(n_train),
+            "--seed",
+            "2",
+            "--out",
+            str(out),
+            "--threads",
+            "1",
+            *extra,
+        ]
+    )
 
 
 @pytest.mark.parametrize("model", ["vit-tiny", "lightgbm"])
@@ -110,8 +129,14 @@ def test_bad_input_fails_before_training(tiny_dataset, tmp_path, capsys, case, e
     if "ceiling" in case:
         extra += ["--ceiling", str(tmp_path / case["ceiling"])]
     out = tmp_path / "out"
-    rc = train(data, out, *extra, model=case.get("model", "vit-tiny"), n_train=case.get("n_train", 300),
-               mag=case.get("mag", "20.5-22.5"))
+    rc = train(
+        data,
+        out,
+        *extra,
+        model=case.get("model", "vit-tiny"),
+        n_train=case.get("n_train", 300),
+        mag=case.get("mag", "20.5-22.5"),
+    )
     assert rc == 2
     err = capsys.readouterr().err
     assert expect in err and err.startswith("specscale train: error:")
@@ -125,7 +150,8 @@ def test_n_train_error_names_both_numbers(tiny_dataset, tmp_path, capsys):
 
 
 def test_ceiling_file_must_hold_both_values(tiny_dataset, tmp_path, capsys):
-    xr = pytest.importorskip("xarray")
+    import xarray as xr
+
     path = tmp_path / "c.nc"
     xr.Dataset(attrs={"ceiling_pop": 0.7}).to_netcdf(path, engine="h5netcdf")
     assert train(tiny_dataset, tmp_path / "o", "--ceiling", str(path)) == 2
@@ -138,23 +164,38 @@ def test_ceiling_file_must_hold_both_values(tiny_dataset, tmp_path, capsys):
 def test_sweep_agent_command_line(tiny_dataset, tmp_path, config, monkeypatch, capsys):
     """What a W&B sweep agent runs: ${args} as --NAME=VALUE overrides of models.MODEL, and
     '{run_id}' in --out from $WANDB_RUN_ID; the overrides reach the model and its config hash."""
-    from specscale.train import parse_overrides
+    from specscale.sweep.cell import parse_overrides
 
     assert parse_overrides(["--lr=3e-4", "--depth=2", "--weight-decay=1e-2", "--loss=mse"]) == {
-        "lr": 3e-4, "depth": 2, "weight_decay": 1e-2, "loss": "mse"}
+        "lr": 3e-4,
+        "depth": 2,
+        "weight_decay": 1e-2,
+        "loss": "mse",
+    }
     monkeypatch.delenv("WANDB_RUN_ID", raising=False)
     assert train(tiny_dataset, tmp_path / "sweep" / "{run_id}", "--config", str(config)) == 2
     assert "WANDB_RUN_ID is not set" in capsys.readouterr().err
     monkeypatch.setenv("WANDB_RUN_ID", "abc123")
-    assert train(tiny_dataset, tmp_path / "sweep" / "{run_id}", "--config", str(config), "--width=8",
-                 "--lr=1e-3", "--max_epochs=1", n_train=200) == 0
+    assert (
+        train(
+            tiny_dataset,
+            tmp_path / "sweep" / "{run_id}",
+            "--config",
+            str(config),
+            "--width=8",
+            "--lr=1e-3",
+            "--max_epochs=1",
+            n_train=200,
+        )
+        == 0
+    )
     m = json.loads((tmp_path / "sweep" / "abc123" / "metrics.json").read_text())
     assert m["params"]["width"] == 8 and m["params"]["lr"] == 1e-3 and m["params"]["depth"] == 1  # file value kept
     assert m["model_info"]["epochs"] == 1
     # every parameter the shipped sweep definition varies is a field of models.vit
-    from specscale.models import model_params
+    from specscale.models.registry import model_params
 
-    sweep = yaml.safe_load(open(Path(__file__).parents[1] / "config" / "wandb_sweep.yaml"))
+    sweep = yaml.safe_load((Path(__file__).parents[1] / "config" / "wandb_sweep.yaml").read_text())
     values = {k: (v["values"][0] if "values" in v else v["min"]) for k, v in sweep["parameters"].items()}
     assert model_params("vit", {"models": {"vit": values}}).depth == values["depth"]
     assert "{run_id}" in " ".join(sweep["command"]) and "${args}" in sweep["command"]

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from specscale.cells import MagCell
-from specscale.config import ConfigError, from_dict
-from specscale.loader import SlabBatchSampler, batch_variances, train_loader
-from specscale.models import model_params
+from specscale.core.config import ConfigError, from_dict
+from specscale.core.vocab import LOGG, MagCell
+from specscale.data.loader import SlabBatchSampler, batch_variances, train_loader
+from specscale.data.sources import open_source
 from specscale.models.base import TrainCell
+from specscale.models.registry import model_params
 from specscale.models.vit import (
     SpectrumViT,
     TrainingInterrupted,
@@ -24,11 +26,22 @@ from specscale.models.vit import (
     loss_function,
     lr_factor,
 )
-from specscale.sources import open_source
 
 WAVE = np.linspace(7100.0, 8850.0, 4096)
-SMALL = ViTParams(width=32, depth=1, heads=2, mlp=64, batch=64, max_epochs=3, patience=0, workers=0,
-                  lr=2e-3, warmup_frac=0.1, log_every=2, eval_batch=64)
+SMALL = ViTParams(
+    width=32,
+    depth=1,
+    heads=2,
+    mlp=64,
+    batch=64,
+    max_epochs=3,
+    patience=0,
+    workers=0,
+    lr=2e-3,
+    warmup_frac=0.1,
+    log_every=2,
+    eval_batch=64,
+)
 CELL = TrainCell(noise=1.0, mag=MagCell.parse("20.5-22.5"), n_train=300, seed=11)
 
 
@@ -44,19 +57,35 @@ def _one_thread():
 def test_default_is_the_study_recipe_and_shapes():
     p = ViTParams()
     assert (p.patch, p.width, p.depth, p.heads, p.mlp, p.dropout, p.lr, p.lr_min, p.batch, p.grad_clip) == (
-        16, 256, 6, 8, 1024, 0.1, 3e-4, 1e-5, 256, 0.5)
+        16,
+        256,
+        6,
+        8,
+        1024,
+        0.1,
+        3e-4,
+        1e-5,
+        256,
+        0.5,
+    )
     net = SpectrumViT(p, WAVE, n_out=1)
     assert net.n_tokens == 257  # 256 patches + CLS
     assert 4.7e6 < net.n_params() < 5.1e6  # the study's 4.9M
     assert net(torch.ones(2, 1, 4096)).shape == (2, 1)
     # 6 N T + attention, with N the matmul weights
     assert net.train_flops_per_spectrum() == pytest.approx(
-        6 * (16 * 256 + 6 * 12 * 256**2 + 256) * 257 + 12 * 6 * 257**2 * 256, rel=0.01)
+        6 * (16 * 256 + 6 * 12 * 256**2 + 256) * 257 + 12 * 6 * 257**2 * 256, rel=0.01
+    )
 
 
 def test_options_change_the_network():
-    p = dataclasses.replace(ViTTinyParams(), inputs="flux+error", pos_encoding="sinusoidal",
-                            targets=("logg", "teff", "mh"), loss="gaussian_nll")
+    p = dataclasses.replace(
+        ViTTinyParams(),
+        inputs="flux+error",
+        pos_encoding="sinusoidal",
+        targets=("logg", "teff", "mh"),
+        loss="gaussian_nll",
+    )
     net = SpectrumViT(p, WAVE, n_out=6)
     assert net.tokenizer.in_channels == 2
     assert "pos" not in dict(net.named_parameters()) and net.pos.shape == (1, 129, 64)
@@ -69,9 +98,17 @@ def test_losses_mean_what_they_say():
     assert loss_function("mse", out, y).item() == pytest.approx(5.0)
     assert loss_function("mae", out, y).item() == pytest.approx(2.0)
     mu_logvar = torch.tensor([[1.0, math.log(4.0)]])
-    assert loss_function("gaussian_nll", mu_logvar, torch.tensor([[0.0]])).item() == pytest.approx(0.5 * (math.log(4) + 0.25))
-    for bad in ({"loss": "huberish"}, {"inputs": "flux/sigma"}, {"pos_encoding": "rope"}, {"targets": ["teff"]},
-                {"amp": "fp16"}, {"width": 30, "heads": 4}):
+    assert loss_function("gaussian_nll", mu_logvar, torch.tensor([[0.0]])).item() == pytest.approx(
+        0.5 * (math.log(4) + 0.25)
+    )
+    for bad in (
+        {"loss": "huberish"},
+        {"inputs": "flux/sigma"},
+        {"pos_encoding": "rope"},
+        {"targets": ["teff"]},
+        {"amp": "fp16"},
+        {"width": 30, "heads": 4},
+    ):
         key = next(iter(bad))
         with pytest.raises(ConfigError, match=rf"models\.vit: {key}"):
             from_dict(ViTParams, bad, "models.vit")
@@ -96,7 +133,7 @@ def test_overfits_a_tiny_set(tiny_dataset):
     src = open_source(tiny_dataset)
     b = src.noiseless("train", np.arange(32), "21.5")
     x = input_channels("flux", torch.from_numpy(b.flux), None)
-    y = torch.from_numpy(b.labels[:, 1:2])
+    y = torch.from_numpy(b.labels[:, LOGG : LOGG + 1])
     y = (y - y.mean()) / y.std()
     torch.manual_seed(0)
     net = SpectrumViT(dataclasses.replace(SMALL, dropout=0.0), src.wave, n_out=1)
@@ -182,10 +219,43 @@ def test_resume_continues_and_equals_an_uninterrupted_run(tiny_dataset, tmp_path
         _fit(src, work, params=dataclasses.replace(SMALL, lr=1e-3))
 
 
+class _CreatesAFile:
+    """Unpickling this creates ``path``: what a planted checkpoint could do with any code."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+def test_a_checkpoint_is_never_unpickled(tiny_dataset, tmp_path):
+    src = open_source(tiny_dataset)
+    marker = tmp_path / "pwned"
+    work = tmp_path / "work"
+    work.mkdir()
+    torch.save({"fingerprint": "x", "step": 3, "model": _CreatesAFile(marker)}, work / "checkpoint.pt")
+    with pytest.raises(ConfigError, match=r"checkpoint .*checkpoint\.pt.* cannot be loaded safely") as err:
+        _fit(src, work)
+    assert not marker.exists()
+    assert "Unsupported global" in str(err.value)  # torch's reason: what it refused to import
+    # a real checkpoint loads without unpickling anything
+    with pytest.raises(TrainingInterrupted):
+        _fit(src, tmp_path / "real", stop_steps=2)
+    ck = torch.load(tmp_path / "real" / "checkpoint.pt", weights_only=True)
+    assert ck["step"] == 2 and ck["fingerprint"]
+
+
 def test_multitask_and_nll_train_and_predict_logg(tiny_dataset, tmp_path):
     src = open_source(tiny_dataset)
-    p = dataclasses.replace(SMALL, targets=("logg", "teff"), loss="gaussian_nll", inputs="flux/error",
-                            pos_encoding="sinusoidal", max_epochs=1)
+    p = dataclasses.replace(
+        SMALL,
+        targets=("logg", "teff"),
+        loss="gaussian_nll",
+        inputs="flux/error",
+        pos_encoding="sinusoidal",
+        max_epochs=1,
+    )
     model = ViTModel(p, seed=1)
     info = model.fit(src, CELL, tmp_path)
     assert model.n_out == 4 and info["steps"] == 5
@@ -200,3 +270,16 @@ def test_device_resident_loader_trains_the_same_model(tiny_dataset, tmp_path):
     device, info = _fit(src, tmp_path / "device", params=dataclasses.replace(p, loader="device"))
     test = src.observed("test", np.arange(20), CELL.mag, CELL.noise)
     np.testing.assert_array_equal(device.predict(test), stream.predict(test))
+
+
+def test_logg_is_read_from_its_own_head_column(tiny_dataset, tmp_path):
+    # multi-task with log g second: predictions come from the log g column, scaled as log g
+    src = open_source(tiny_dataset)
+    model = ViTModel(dataclasses.replace(SMALL, targets=("teff", "logg"), max_epochs=1), seed=1)
+    model.fit(src, CELL, tmp_path)
+    x = model.observed_inputs(src.observed("test", np.arange(10), CELL.mag, CELL.noise))
+    model.net.eval()
+    with torch.no_grad():
+        out = model.net(x.to(model.dev)).float().numpy().astype(np.float64)
+    expected = out[:, 1] * model.y_std[1] + model.y_mean[1]
+    np.testing.assert_allclose(model.predict_inputs(x), expected, rtol=1e-6)

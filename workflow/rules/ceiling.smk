@@ -25,8 +25,9 @@ rule ceiling:
             else ""
         ),
     shell:
-        "specscale fisher --data {input.data} --noise {wildcards.noise} --mag {wildcards.mag}"
-        " {params.stars} --config {input.config} --threads {threads} --out {output} > {log} 2>&1"
+        "specscale fisher --data {input.data:q} --noise {wildcards.noise} --mag {wildcards.mag}"
+        " {params.stars} --config {input.config:q} --threads {threads} --out {output:q}"
+        " > {log:q} 2>&1"
 
 
 rule ceiling_curves:
@@ -46,10 +47,68 @@ rule ceiling_curves:
         mem_mb=scaled("curves", "mem_mb"),
         runtime=scaled("curves", "runtime"),
     params:
-        noise=",".join(CURVE_NOISE),
-        mag=",".join(CURVE_MAG),
+        noise=",".join(SWEEP.curve_noise),
+        mag=",".join(SWEEP.curve_mag),
         stars=config["grid"]["curves"]["stars"],
     shell:
-        "specscale fisher-curves --data {input.data} --noise {params.noise} --mag {params.mag}"
-        " --stars {params.stars} --config {input.config} --threads {threads} --out {output}"
-        " > {log} 2>&1"
+        "specscale fisher-curves --data {input.data:q} --noise {params.noise} --mag {params.mag}"
+        " --stars {params.stars} --config {input.config:q} --threads {threads} --out {output:q}"
+        " > {log:q} 2>&1"
+
+
+# The log g information per wavelength chunk of one cell (the information figure): each chunk's
+# information alone and the population ceiling lost without it.
+
+
+rule information:
+    input:
+        data=dataset_file,
+        config=f"{CONFIGS}/fisher.yaml",
+    output:
+        INFORMATION,
+    log:
+        f"{LOGS}/information/{{dataset}}.log",
+    benchmark:
+        f"{BENCH}/information/{{dataset}}.tsv"
+    conda:
+        "../envs/specscale.yaml"
+    threads: config["resources"]["curves"]["threads"]
+    resources:
+        mem_mb=scaled("curves", "mem_mb"),
+        runtime=scaled("curves", "runtime"),
+    params:
+        noise=SWEEP.information_cell[0],
+        mag=SWEEP.information_cell[1],
+        stars=config["grid"]["curves"]["stars"],
+    shell:
+        "specscale fisher-chunks --data {input.data:q} --noise {params.noise} --mag {params.mag}"
+        " --stars {params.stars} --config {input.config:q} --threads {threads} --out {output:q}"
+        " > {log:q} 2>&1"
+
+
+# The Bayes reference of every (noise, mag) cell: the posterior-mean log g (uniform prior of the
+# dataset, its simulator and true noise) of the first grid.bayes.stars test stars, the stars the
+# models are scored on; folded into the cube beside the ceilings (bayes_r2 +- bayes_r2_err).
+# A dataset without a simulator gets the bank reference (its noiseless training spectra).
+rule bayes:
+    input:
+        data=dataset_file,
+    output:
+        BAYES,
+    log:
+        f"{LOGS}/bayes/{{dataset}}/noise{{noise}}_mag{{mag}}.log",
+    benchmark:
+        f"{BENCH}/bayes/{{dataset}}/noise{{noise}}_mag{{mag}}.tsv"
+    conda:
+        "../envs/specscale.yaml"
+    threads: config["resources"]["bayes"]["threads"]
+    resources:
+        mem_mb=scaled("bayes", "mem_mb"),
+        runtime=scaled("bayes", "runtime"),
+    params:
+        stars=SWEEP.bayes_stars,
+        samples=config["grid"]["bayes"]["samples"],
+    shell:
+        "specscale bayes --data {input.data:q} --noise {wildcards.noise} --mag {wildcards.mag}"
+        " --stars {params.stars} --samples {params.samples} --threads {threads} --out {output:q}"
+        " > {log:q} 2>&1"

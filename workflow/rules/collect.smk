@@ -1,15 +1,15 @@
 # Stage 4: the scaling cube: every metric of every cell, the ceilings and the ceiling curves in
-# one netCDF file (specscale.cube). Reads JSON, so thousands of cells take seconds.
+# one netCDF file (`specscale collect`: specscale.sweep.grid.Sweep.collect). Reads JSON, so
+# thousands of cells take seconds. The command gets the resolved sweep config (the cells and
+# the cube's provenance; a changed config re-collects) and the path templates of the files.
 
 
 rule collect:
     input:
-        metrics=[cell_path(c, "metrics.json") for c in CELLS],
-        ceilings=[
-            ceiling_path({"dataset": DATASET, "noise": n, "mag": m})
-            for n, m in CEILING_CELLS
-        ],
-        curves=CURVES.format(dataset=DATASET),
+        metrics=[cell_path(c, "metrics.json") for c in SWEEP.cells],
+        ceilings=ceiling_files(),
+        bayes=bayes_files(),
+        curves=CURVES.format(dataset=SWEEP.dataset),
     output:
         CUBE,
     log:
@@ -17,10 +17,18 @@ rule collect:
     benchmark:
         f"{BENCH}/collect.tsv"
     localrule: True
+    conda:
+        "../envs/specscale.yaml"
     resources:
         mem_mb=scaled("collect", "mem_mb"),
         runtime=scaled("collect", "runtime"),
     params:
-        config=config,
-    run:
-        collect_cube(input, output, log)
+        config=lambda wildcards: json.dumps(config, default=str),
+        metrics=lambda wildcards: f"{CELL}/metrics.json",
+        ceilings=lambda wildcards: CEILING,
+        bayes=lambda wildcards: BAYES,
+    shell:
+        "specscale collect --config-json {params.config:q} --metrics {params.metrics:q}"
+        " --ceilings {params.ceilings:q} --bayes {params.bayes:q} --curves {input.curves:q}"
+        " --out {output:q}"
+        " > {log:q} 2>&1"

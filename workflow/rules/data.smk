@@ -1,6 +1,7 @@
 # Stage 1: the dataset (one per source; every noise x magnitude cell reads it, noise drawn on
 # read) and the config files the package CLIs read, generated from the sweep config so that a
-# changed section re-runs exactly the jobs that read it (Snakemake's params trigger).
+# changed section re-runs exactly the jobs that read it (Snakemake's params trigger: the
+# sections of the file are its params).
 
 
 rule config_file:
@@ -13,13 +14,15 @@ rule config_file:
     wildcard_constraints:
         name=r"fisher|data/[A-Za-z0-9_]+|model/[A-Za-z0-9_.-]+",
     localrule: True
+    conda:
+        "../envs/specscale.yaml"
     resources:
         mem_mb=200,
         runtime=2,
     params:
-        sections=lambda wildcards: config_sections(wildcards.name),
-    run:
-        write_config(output[0], params.sections, log[0])
+        sections=lambda wildcards: json.dumps(SWEEP.config_sections(wildcards.name)),
+    shell:
+        "specscale sweep-config --sections {params.sections:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule simulate:
@@ -40,4 +43,4 @@ rule simulate:
         mem_mb=scaled("simulate", "mem_mb"),
         runtime=scaled("simulate", "runtime"),
     shell:
-        "specscale simulate --out {output} --config {input.config} --no-progress > {log} 2>&1"
+        "specscale simulate --out {output:q} --config {input.config:q} --no-progress > {log:q} 2>&1"

@@ -1,10 +1,12 @@
-# Stage 5: figures and the markdown report, from the cube alone. The PNGs are items of the
-# Snakemake HTML report (snakemake --report report.html).
+# Stage 5: figures and the markdown report, from the cube alone. The figures are those of
+# specscale.report.figures.FIGURES; the PNGs are items of the Snakemake HTML report
+# (snakemake --report report.html).
 
 
 rule plots:
     input:
-        CUBE,
+        cube=CUBE,
+        information=INFORMATION.format(dataset=SWEEP.dataset),
     output:
         scaling=report(
             f"{PLOTS}/scaling.png",
@@ -22,13 +24,25 @@ rule plots:
             f"{PLOTS}/gap.png",
             caption="../report/gap.rst",
             category="Ceiling",
-            labels={"figure": "gap to the ceiling"},
+            labels={"figure": "gap to the Bayes reference"},
         ),
         snr_bins=report(
             f"{PLOTS}/snr_bins.png",
             caption="../report/snr_bins.rst",
             category="Scaling",
             labels={"figure": "R2 per S/N bin"},
+        ),
+        decisions=report(
+            f"{PLOTS}/decisions.png",
+            caption="../report/decisions.rst",
+            category="Decisions",
+            labels={"figure": "hypotheses vs training size"},
+        ),
+        information=report(
+            f"{PLOTS}/information.png",
+            caption="../report/information.rst",
+            category="Ceiling",
+            labels={"figure": "log g information per chunk"},
         ),
         pdfs=[f"{PLOTS}/{name}.pdf" for name in FIGURES],
     log:
@@ -44,7 +58,8 @@ rule plots:
     params:
         out=lambda wildcards, output: os.path.dirname(output.scaling),
     shell:
-        "specscale plot {input} --out {params.out} > {log} 2>&1"
+        "specscale plot {input.cube:q} --information {input.information:q} --out {params.out:q}"
+        " > {log:q} 2>&1"
 
 
 rule report:
@@ -66,4 +81,4 @@ rule report:
     params:
         plots=lambda wildcards, input: os.path.dirname(input.plots[0]),
     shell:
-        "specscale report {input.cube} --plots {params.plots} --out {output} > {log} 2>&1"
+        "specscale report {input.cube:q} --plots {params.plots:q} --out {output:q} > {log:q} 2>&1"

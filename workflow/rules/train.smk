@@ -1,7 +1,7 @@
 # Stage 3: one job per sweep cell: `specscale train` writes the cell's metrics.json and
 # predictions.h5 (a killed job leaves no metrics.json; a requeued ViT job resumes from its
-# checkpoint in the cell's work/ folder). The ViT models have their own rule: GPU resources, and
-# the cell's ceiling logged to W&B beside R^2.
+# checkpoint in the cell's work/ folder). The ViT models have their own rule, derived from this
+# one: GPU resources, and the cell's ceiling logged to W&B beside R^2.
 
 
 rule train:
@@ -16,7 +16,7 @@ rule train:
     benchmark:
         f"{CELL}/benchmark.tsv"
     wildcard_constraints:
-        model=alternatives(CPU_MODELS),
+        model=alternatives(SWEEP.cpu_models),
     conda:
         "../envs/specscale.yaml"
     threads: train_threads
@@ -25,38 +25,23 @@ rule train:
         runtime=scaled("train", "runtime"),
     params:
         out=lambda wildcards, output: os.path.dirname(output.metrics),
+        ceiling=ceiling_option,
     shell:
-        "specscale train {wildcards.model} --data {input.data} --noise {wildcards.noise}"
+        "specscale train {wildcards.model} --data {input.data:q} --noise {wildcards.noise}"
         " --mag {wildcards.mag} --n-train {wildcards.n_train} --seed {wildcards.seed}"
-        " --config {input.config} --threads {threads} --out {params.out} > {log} 2>&1"
+        " --config {input.config:q} {params.ceiling} --threads {threads} --out {params.out:q}"
+        " > {log:q} 2>&1"
 
 
-rule train_vit:
+use rule train as train_vit with:
     input:
         data=dataset_file,
         config=f"{CONFIGS}/model/{{model}}.yaml",
-        ceiling=cell_ceiling,
-    output:
-        metrics=f"{CELL}/metrics.json",
-        predictions=f"{CELL}/predictions.h5",
-    log:
-        f"{CELL}/train.log",
-    benchmark:
-        f"{CELL}/benchmark.tsv"
+        ceiling=ceiling_of_cell,
     wildcard_constraints:
-        model=alternatives(VIT_MODELS),
-    conda:
-        "../envs/specscale.yaml"
-    threads: train_threads
+        model=alternatives(SWEEP.vit_models),
     resources:
         mem_mb=scaled("train", "mem_mb"),
         runtime=scaled("train", "runtime"),
         gpu=train_gpus,
         cpus_per_gpu=train_cpus_per_gpu,
-    params:
-        out=lambda wildcards, output: os.path.dirname(output.metrics),
-    shell:
-        "specscale train {wildcards.model} --data {input.data} --noise {wildcards.noise}"
-        " --mag {wildcards.mag} --n-train {wildcards.n_train} --seed {wildcards.seed}"
-        " --config {input.config} --ceiling {input.ceiling} --threads {threads}"
-        " --out {params.out} > {log} 2>&1"

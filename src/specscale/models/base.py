@@ -1,6 +1,6 @@
 """The one model interface. A sweep cell trains a model on the first ``n_train`` training stars
 at (noise_level, magnitude cell, seed), selects what needs selecting on the validation split only,
-and predicts log g for observed test spectra. ``specscale.train`` runs a cell around it."""
+and predicts log g for observed test spectra. ``specscale.sweep.cell`` runs a cell around it."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cells import MagCell
-from ..sources import Observed, Source
+from specscale.core.vocab import MagCell
+from specscale.data.sources import Observed, Source
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,10 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 
-from ..cells import MagCell
-from ..sources import Observed, Source
-from . import check_fields
-from .base import Model, TrainCell
+from specscale.core.config import check_fields
+from specscale.core.vocab import LOGG, MagCell
+from specscale.data.sources import Observed, Source
+from specscale.models.base import Model, TrainCell
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,8 @@ class LightGBMParams:
         for name in ("num_leaves", "max_trees", "early_stopping_rounds", "batch", "max_bin", "min_data_in_leaf"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.max_bin < 2:
+            raise ValueError(f"max_bin={self.max_bin} must be >= 2 (LightGBM needs two bins)")
         for name in ("bagging_fraction", "feature_fraction"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be in (0, 1]")
@@ -56,26 +58,39 @@ class LightGBMParams:
         p = asdict(self)
         for name in ("max_trees", "early_stopping_rounds", "batch", "log_every"):
             p.pop(name)
-        return {**p, "objective": "regression", "metric": "l2", "seed": seed, "deterministic": True,
-                "force_col_wise": True, "num_threads": n_threads, "verbosity": -1}
+        return {
+            **p,
+            "objective": "regression",
+            "metric": "l2",
+            "seed": seed,
+            "deterministic": True,
+            "force_col_wise": True,
+            "num_threads": n_threads,
+            "verbosity": -1,
+        }
 
 
 class ObservedRows(lgb.Sequence):
     """Observed (noisy) flux of the first ``n`` stars of a split as a LightGBM Sequence.
     Single-row access (LightGBM's bin sample, in increasing row order) is served from a cached
-    block of ``batch_size`` rows, so each row is read and noised once per pass."""
+    block of ``batch_size`` rows, so each row is read and noised once per pass. ``features`` (a
+    bound FeaturePipeline of a variant) turns each block's flux and pipeline error into its rows."""
 
-    def __init__(self, source: Source, split: str, n: int, cell: MagCell, noise: float, seed, batch: int):
+    def __init__(
+        self, source: Source, split: str, n: int, cell: MagCell, noise: float, seed, batch: int, features=None
+    ):
         self.source, self.split, self.n, self.cell = source, split, n, cell
         self.noise, self.seed, self.batch_size = noise, seed, batch
+        self.features = features
         self._block = (-1, None)
 
     def __len__(self) -> int:
         return self.n
 
     def _rows(self, start: int, stop: int) -> np.ndarray:
-        flux = self.source.observed(self.split, np.arange(start, stop), self.cell, self.noise, self.seed).flux
-        return flux.astype(np.float64)  # LightGBM's Sequence path takes doubles only
+        obs = self.source.observed(self.split, np.arange(start, stop), self.cell, self.noise, self.seed)
+        rows = obs.flux if self.features is None else self.features(obs.flux, obs.error)
+        return rows.astype(np.float64)  # LightGBM's Sequence path takes doubles only
 
     def __getitem__(self, idx):
         if isinstance(idx, slice):
@@ -97,19 +112,27 @@ class LightGBMModel(Model):
 
     name = "lightgbm"
     Params = LightGBMParams
+    feature_options = ("window", "normalisation", "input")  # of a variant's features (models.registry)
+    features = None  # a variant's FeatureConfig (set by models.registry.build_model); None: raw flux
+    pipeline = None  # the features bound to the data's wavelength grid (by fit)
 
     def fit(self, source: Source, cell: TrainCell, workdir: Path) -> dict:
         p = self.params
         params = p.lgb_params(self.seed, self.n_threads)
         mag = MagCell.parse(cell.mag)
+        self.pipeline = None if self.features is None else self.features.bind(source.wave)
         train = lgb.Dataset(
-            ObservedRows(source, "train", cell.n_train, mag, cell.noise, cell.seed, p.batch),
-            label=source.labels("train", np.arange(cell.n_train))[:, 1], params=params, free_raw_data=True,
+            ObservedRows(source, "train", cell.n_train, mag, cell.noise, cell.seed, p.batch, self.pipeline),
+            label=source.labels("train", np.arange(cell.n_train))[:, LOGG],
+            params=params,
+            free_raw_data=True,
         )
         n_val = source.n("val")
         val = lgb.Dataset(
-            ObservedRows(source, "val", n_val, mag, cell.noise, None, p.batch),
-            label=source.labels("val", np.arange(n_val))[:, 1], reference=train, params=params,
+            ObservedRows(source, "val", n_val, mag, cell.noise, None, p.batch, self.pipeline),
+            label=source.labels("val", np.arange(n_val))[:, LOGG],
+            reference=train,
+            params=params,
         )
         trained = [0]
 
@@ -122,8 +145,9 @@ class LightGBMModel(Model):
         with warnings.catch_warnings():
             # LightGBM's own Sequence path transposes its bin sample and warns about it
             warnings.filterwarnings("ignore", message="Usage of np.ndarray subset", category=UserWarning)
-            self.booster = lgb.train(params, train, num_boost_round=p.max_trees, valid_sets=[val],
-                                     valid_names=["val"], callbacks=callbacks)
+            self.booster = lgb.train(
+                params, train, num_boost_round=p.max_trees, valid_sets=[val], valid_names=["val"], callbacks=callbacks
+            )
         best = int(self.booster.best_iteration) or trained[0]
         self.n_trees = best
         workdir.mkdir(parents=True, exist_ok=True)
@@ -138,7 +162,8 @@ class LightGBMModel(Model):
         }
 
     def predict(self, observed: Observed) -> np.ndarray:
-        return self.booster.predict(observed.flux, num_iteration=self.n_trees, num_threads=self.n_threads).astype(np.float64)
+        rows = observed.flux if self.pipeline is None else self.pipeline(observed.flux, observed.error)
+        return self.booster.predict(rows, num_iteration=self.n_trees, num_threads=self.n_threads).astype(np.float64)
 
 
 def _log_every(period: int):

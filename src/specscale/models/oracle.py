@@ -5,7 +5,7 @@ spectrum it maximises the Gaussian likelihood of the simulator that wrote the da
 per-pixel 1-sigma (``Observed.sigma``), over (Teff, log g, [M/H], [alpha/M]) inside the prior box,
 and reports the maximum-likelihood log g. At high S/N its errors reach the Cramer-Rao bound
 (efficiency ~1); at low S/N it shows how far an unbiased-in-spirit estimator falls short of a
-shrinking one (compare :mod:`specscale.bayes`).
+shrinking one (compare :mod:`specscale.ceiling.bayes`).
 
 Per spectrum, top-down:
 1. Starts: a fixed bank of ``bank_size`` scrambled-Sobol draws from the prior is simulated once
@@ -28,9 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..fisher import LOGG, check_resimulated, prior_box, resolve_device, simulator_of
-from ..sources import Observed, Source
-from .base import Model, TrainCell
+from specscale.core.hardware import resolve_device
+from specscale.core.vocab import LOGG
+from specscale.data.simulator import check_resimulated, prior_box, simulator_of
+from specscale.data.sources import Observed, Source
+from specscale.models.base import Model, TrainCell
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,16 @@ class OracleFit:
     converged: np.ndarray  # (n, n_starts) bool
 
 
-def levenberg_marquardt(model, obs: torch.Tensor, sigma: torch.Tensor, z0: torch.Tensor, box: torch.Tensor,
-                        iterations: int, damping: float, tol: float):
+def levenberg_marquardt(
+    model,
+    obs: torch.Tensor,
+    sigma: torch.Tensor,
+    z0: torch.Tensor,
+    box: torch.Tensor,
+    iterations: int,
+    damping: float,
+    tol: float,
+):
     """Projected LM of m spectra at once. obs, sigma (m, n_pix); z0 (m, P) in [0, 1]; box (P, 2).
     ``model`` has ``flux(theta)`` and ``jacobian(theta) -> (flux, J)``. Returns (z, chi2, n_iter,
     converged), all per spectrum."""
@@ -77,7 +87,6 @@ def levenberg_marquardt(model, obs: torch.Tensor, sigma: torch.Tensor, z0: torch
     w = sigma.pow(-2)
     z = z0.clone()
     m, p = z.shape
-    eye = torch.eye(p, dtype=z.dtype, device=z.device)
     lam = torch.full((m,), damping, dtype=z.dtype, device=z.device)
     chi2 = ((obs - model.flux(lo + z * width)) ** 2 * w).sum(-1)
     hess = torch.zeros(m, p, p, dtype=z.dtype, device=z.device)
@@ -100,7 +109,9 @@ def levenberg_marquardt(model, obs: torch.Tensor, sigma: torch.Tensor, z0: torch
         pinned = ((za <= 0) & (g < 0)) | ((za >= 1) & (g > 0))
         keep = (~pinned).to(z.dtype)
         dh = torch.diagonal(h, dim1=1, dim2=2)
-        a = h * keep[:, :, None] * keep[:, None, :] + torch.diag_embed(lam[act, None] * dh * keep + (1 - keep) + 1e-12 * dh.amax(1, keepdim=True))
+        a = h * keep[:, :, None] * keep[:, None, :] + torch.diag_embed(
+            lam[act, None] * dh * keep + (1 - keep) + 1e-12 * dh.amax(1, keepdim=True)
+        )
         step = torch.linalg.solve(a, (g * keep)[..., None])[..., 0]
         z_try = (za + step).clamp(0.0, 1.0)
         chi2_try = ((obs[act] - model.flux(lo + z_try * width)) ** 2 * w[act]).sum(-1)
@@ -134,7 +145,7 @@ class OracleModel(Model):
         """Nothing to learn: load the source's simulator (checked against a few stored training
         spectra), its prior box, and simulate the start bank."""
         p = self.params
-        self.torch_device = resolve_device(self.device)
+        self.torch_device = torch.device(resolve_device(self.device))
         self.model = simulator_of(source)
         rows = np.arange(min(8, source.n("train")))
         stored = source.noiseless("train", rows, cell.mag).flux
@@ -146,12 +157,16 @@ class OracleModel(Model):
         self.bank_z = sobol.draw(p.bank_size, dtype=torch.float64).to(self.torch_device)
         lo, width = self.box[:, 0], self.box[:, 1] - self.box[:, 0]
         with torch.no_grad():
-            self.bank_flux = torch.cat([
-                self.model.flux((lo + self.bank_z[i : i + 256] * width).float())
-                for i in range(0, p.bank_size, 256)
-            ])
-        return {"bank_size": p.bank_size, "n_starts": p.n_starts, "iterations": p.iterations,
-                "prior_box": self.box.cpu().tolist(), "simulator": getattr(source, "attrs", {}).get("simulator_version")}
+            self.bank_flux = torch.cat(
+                [self.model.flux((lo + self.bank_z[i : i + 256] * width).float()) for i in range(0, p.bank_size, 256)]
+            )
+        return {
+            "bank_size": p.bank_size,
+            "n_starts": p.n_starts,
+            "iterations": p.iterations,
+            "prior_box": self.box.cpu().tolist(),
+            "simulator": getattr(source, "attrs", {}).get("simulator_version"),
+        }
 
     def starts(self, obs: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """(n, n_starts, 4) start points in box coordinates: the lowest-chi^2 bank members that
@@ -191,9 +206,10 @@ class OracleModel(Model):
             n = obs.shape[0]
             with torch.no_grad():
                 z0 = self.starts(obs, sig).reshape(n * p.n_starts, 4)
-                rep = lambda t: t.repeat_interleave(p.n_starts, 0)  # noqa: E731
-                z, chi2, it, conv = levenberg_marquardt(self.model, rep(obs), rep(sig), z0, self.box,
-                                                        p.iterations, p.damping, p.tol)
+                rep = lambda t: t.repeat_interleave(p.n_starts, 0)
+                z, chi2, it, conv = levenberg_marquardt(
+                    self.model, rep(obs), rep(sig), z0, self.box, p.iterations, p.damping, p.tol
+                )
             theta = (lo + z * width).reshape(n, p.n_starts, 4)
             chi2 = chi2.reshape(n, p.n_starts)
             best = chi2.argmin(1)

@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 import scipy.linalg
 
-from ..loader import prefetch
-from ..sources import Observed, Source
-from . import check_fields
-from .base import Model, TrainCell
+from specscale.core.config import check_fields
+from specscale.core.vocab import LOGG
+from specscale.data.loader import prefetch
+from specscale.data.sources import Observed, Source
+from specscale.models.base import Model, TrainCell
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,9 @@ class RidgeParams:
     def __post_init__(self):
         check_fields(self)
         if not 0 < self.alpha_min <= self.alpha_max:
-            raise ValueError(f"need 0 < alpha_min <= alpha_max, got alpha_min={self.alpha_min}, alpha_max={self.alpha_max}")
+            raise ValueError(
+                f"need 0 < alpha_min <= alpha_max, got alpha_min={self.alpha_min}, alpha_max={self.alpha_max}"
+            )
         if self.n_alphas < 1 or (self.n_alphas == 1 and self.alpha_min != self.alpha_max):
             raise ValueError(f"n_alphas={self.n_alphas} must be >= 1 (1 only when alpha_min == alpha_max)")
         if self.batch < 1:
@@ -85,7 +88,7 @@ class RidgeAccumulator:
         self.sum_y2 += float(y @ y)
         self.n += X.shape[0]
 
-    def solve(self) -> "RidgePath":
+    def solve(self) -> RidgePath:
         """Centre, standardise and eigendecompose: the whole alpha path."""
         if self.n < 2:
             raise ValueError(f"ridge needs at least 2 training rows, got {self.n}")
@@ -102,8 +105,9 @@ class RidgeAccumulator:
         eigval, eigvec = scipy.linalg.eigh(C, overwrite_a=True, check_finite=False, driver="evd")
         self.gram = None
         eigval = np.clip(eigval, 0.0, None)  # round-off below zero
-        return RidgePath(mean=self.shift + m, scale=sd, eigval=eigval, eigvec=eigvec,
-                         proj=eigvec.T @ b, y_mean=self.sum_y / n, n=n)
+        return RidgePath(
+            mean=self.shift + m, scale=sd, eigval=eigval, eigvec=eigvec, proj=eigvec.T @ b, y_mean=self.sum_y / n, n=n
+        )
 
 
 @dataclass
@@ -157,6 +161,9 @@ class RidgeModel(Model):
 
     name = "ridge"
     Params = RidgeParams
+    feature_options = ("window", "normalisation", "input")  # of a variant's features (models.registry)
+    features = None  # a variant's FeatureConfig (set by models.registry.build_model); None: raw flux
+    pipeline = None  # the features bound to the data's wavelength grid (by fit)
 
     def check(self, source: Source, cell: TrainCell) -> None:
         """Fail before training on what the data cannot support."""
@@ -165,12 +172,18 @@ class RidgeModel(Model):
 
     def fit(self, source: Source, cell: TrainCell, workdir: Path) -> dict:
         p = self.params
-        acc = RidgeAccumulator(source.wave.size)
-        for obs in prefetch(source.iter_observed("train", cell.mag, cell.noise, cell.seed, n=cell.n_train, batch=p.batch)):
-            acc.add(obs.flux, obs.labels[:, 1])
+        self.pipeline = None if self.features is None else self.features.bind(source.wave)
+        acc = RidgeAccumulator(source.wave.size if self.pipeline is None else self.pipeline.n_features)
+        for obs in prefetch(
+            source.iter_observed("train", cell.mag, cell.noise, cell.seed, n=cell.n_train, batch=p.batch)
+        ):
+            acc.add(self.inputs(obs), obs.labels[:, LOGG])
         path = acc.solve()
         alphas = p.alphas()
-        val = ((o.flux, o.labels[:, 1]) for o in source.iter_observed("val", cell.mag, cell.noise, None, batch=p.batch))
+        val = (
+            (self.inputs(o), o.labels[:, LOGG])
+            for o in source.iter_observed("val", cell.mag, cell.noise, None, batch=p.batch)
+        )
         best, r2 = select_alpha(path, prefetch(val), alphas)
         self.alpha = float(alphas[best])
         self.path = path  # the whole alpha path (p x p), for inspection
@@ -185,5 +198,9 @@ class RidgeModel(Model):
             "n_params": int(acc.p + 1),
         }
 
+    def inputs(self, observed: Observed) -> np.ndarray:
+        """The input matrix of a batch: its flux, or a variant's features (per batch, as streamed)."""
+        return observed.flux if self.pipeline is None else self.pipeline(observed.flux, observed.error)
+
     def predict(self, observed: Observed) -> np.ndarray:
-        return np.asarray(observed.flux, np.float64) @ self.coef_ + self.intercept_
+        return np.asarray(self.inputs(observed), np.float64) @ self.coef_ + self.intercept_

@@ -1,0 +1,76 @@
+"""CLI of the models: ``specscale train MODEL --data F.h5 --noise X --mag CELL --n-train N --seed S --out DIR``."""
+
+from __future__ import annotations
+
+import sys
+
+from specscale.models.registry import model_names
+
+EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: stopped by a signal after checkpointing; rerun to resume
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train one sweep cell and write DIR/metrics.json + DIR/predictions.h5",
+        description="Train MODEL on the first N training stars at one (noise, magnitude cell, seed), select on "
+        "validation, predict the test split. Exit 2 on bad input (before training), 75 when stopped "
+        "by SIGTERM/SIGUSR1 after a checkpoint (rerun the same command to resume).",
+    )
+    p.add_argument("model", help=f"one of: {', '.join(model_names())}")
+    p.add_argument("--data", required=True, help="dataset (.h5 from `specscale simulate`, or a study manifest .yaml)")
+    p.add_argument("--noise", type=float, required=True, help="noise level (1 = the observation model's noise)")
+    p.add_argument("--mag", required=True, help="HSC-i AB magnitude cell: 21.5 or 20.5-22.5")
+    p.add_argument("--n-train", type=int, required=True, help="train on the first N training stars")
+    p.add_argument("--seed", type=int, required=True, help="seed of the training noise and the model")
+    p.add_argument(
+        "--out", required=True, help="output directory of this cell (locked: a second writer of it fails at once)"
+    )
+    p.add_argument("--config", help="YAML config (models.<name> hyper-parameters, wandb)")
+    p.add_argument(
+        "--ceiling", help="Fisher ceiling of this cell (.nc with ceiling_pop, ceiling_median), logged beside R^2"
+    )
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
+    p.add_argument(
+        "--threads", type=int, help="CPU threads, >= 1 (default: SLURM_CPUS_PER_TASK, else the CPU affinity)"
+    )
+    p.add_argument("--force", action="store_true", help="retrain even if DIR/metrics.json exists (drops checkpoints)")
+    p.epilog = (
+        "Further arguments --NAME=VALUE override models.MODEL.NAME (a W&B sweep agent's ${args}); '{run_id}' "
+        "in --out becomes $WANDB_RUN_ID, so each sweep run gets its own directory."
+    )
+    p.set_defaults(func=cmd_train, accepts_overrides=True)
+
+
+def cmd_train(args) -> int:
+    from specscale.models.vit import TrainingInterrupted
+    from specscale.sweep.cell import CellRequest, parse_overrides, run_cell, sweep_out_dir
+
+    req = CellRequest(
+        model=args.model,
+        data=args.data,
+        noise=args.noise,
+        mag=args.mag,
+        n_train=args.n_train,
+        seed=args.seed,
+        out=sweep_out_dir(args.out),
+        config=args.config,
+        ceiling=args.ceiling,
+        device=args.device,
+        threads=args.threads,
+        force=args.force,
+        overrides=parse_overrides(args.overrides),
+    )
+    try:
+        result = run_cell(req)
+    except TrainingInterrupted as exc:
+        print(f"specscale train: interrupted: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    m = result["metrics"]
+    t = result["timing"]
+    print(
+        f"{args.model} n={args.n_train} seed={args.seed} noise={args.noise:g} mag={result['cell']['mag']}: "
+        f"test R2 {m['r2']:.4f}  MAE {m['mae']:.4f} dex  (train {t['train_s']:.1f} s, predict {t['predict_s']:.1f} s)"
+        f" -> {req.out}/metrics.json"
+    )
+    return 0

@@ -1,0 +1,172 @@
+"""Configuration: small dataclasses filled from YAML, strict about unknown keys.
+
+A config file is YAML with top-level sections. The package reads ``simulation``,
+``observation``, ``atmosphere``, ``models`` (the oracle fit's settings are ``models.oracle``), ``fisher``
+and ``wandb``; the workflow's own
+sections (``datasets``, ``grid``, ...) may sit in the same file and are ignored here (the workflow
+validates them against its JSON schema). Any other key is an error that names it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PACKAGE_SECTIONS = ("simulation", "observation", "atmosphere", "models", "variants", "fisher", "wandb")
+WORKFLOW_SECTIONS = (
+    "datasets",
+    "grid",
+    "exclude",
+    "resources",
+    "results",
+    "report",
+    "sweep",
+    "hypotheses",
+)
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is wrong; the message names it."""
+
+
+def load_config(path: str | Path | None) -> dict[str, Any]:
+    """Read a YAML config file; an absent path gives an empty config (all defaults)."""
+    if path is None:
+        return {}
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    unknown = sorted(set(data) - set(PACKAGE_SECTIONS) - set(WORKFLOW_SECTIONS))
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown top-level config key(s) {unknown}; known: {list(PACKAGE_SECTIONS + WORKFLOW_SECTIONS)}"
+        )
+    return data
+
+
+def from_dict(cls, values: dict[str, Any] | None, where: str):
+    """Build dataclass ``cls`` from ``values``, failing on keys it does not have.
+
+    ``where`` is the dotted config path used in error messages (e.g. ``models.ridge``).
+    """
+    values = dict(values or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {[f'{where}.{k}' for k in unknown]}; known: {sorted(fields)}")
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # annotations that do not resolve: no string check, the value check still runs
+        hints = {}
+    out = {}
+    for name, value in values.items():
+        if not_finite(value, parse_strings=_takes_float(hints.get(name))):
+            raise ConfigError(f"{where}.{name}={value!r} must be finite (NaN and infinity are not allowed)")
+        default = fields[name].default
+        if isinstance(default, tuple) and isinstance(value, list):
+            value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        out[name] = value
+    try:
+        obj = cls(**out)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+    return obj
+
+
+def not_finite(value, parse_strings: bool = False) -> bool:
+    """True when ``value`` is, or holds (lists, tuples), a NaN or an infinity. With
+    ``parse_strings``, numeric strings count as the float they spell ("nan", "1e400"): YAML 1.1
+    reads those as strings, and :func:`check_fields` turns them into floats."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, str) and parse_strings:
+        try:
+            return not math.isfinite(float(value))
+        except ValueError:
+            return False
+    if isinstance(value, (list, tuple)):
+        return any(not_finite(v, parse_strings) for v in value)
+    return False
+
+
+def _takes_float(hint) -> bool:
+    """Whether a type hint admits floats (float, float | None, tuple[float, ...])."""
+    if hint is None:
+        return False
+    if hint is float:
+        return True
+    return any(_takes_float(a) for a in typing.get_args(hint) if a is not Ellipsis)
+
+
+def section(config: dict[str, Any], *path: str) -> dict[str, Any]:
+    """Nested sub-dict of ``config`` (empty if absent)."""
+    node: Any = config
+    for key in path:
+        node = (node or {}).get(key, {})
+    if node is None:
+        return {}
+    if not isinstance(node, dict):
+        raise ConfigError(f"config {'.'.join(path)} must be a mapping, got {type(node).__name__}")
+    return node
+
+
+def to_jsonable(obj) -> Any:
+    """Dataclasses/tuples/paths -> plain JSON types."""
+    if dataclasses.is_dataclass(obj):
+        return {k: to_jsonable(v) for k, v in dataclasses.asdict(obj).items()}
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item") and callable(obj.item):  # numpy scalar
+        return obj.item()
+    return obj
+
+
+def config_hash(obj) -> str:
+    """Short stable hash of a config (sorted-key JSON), for provenance."""
+    blob = json.dumps(to_jsonable(obj), sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def check_fields(params) -> None:
+    """Raise ValueError naming the field when a dataclass value has the wrong type or is not a
+    finite number (NaN and infinity are refused in every float, also inside tuples). ints are
+    accepted for floats, and so are numeric strings: YAML 1.1 reads ``1e-3`` (no dot) as a string."""
+    hints = typing.get_type_hints(type(params))
+    for f in dataclasses.fields(params):
+        value, hint = getattr(params, f.name), hints[f.name]
+        if hint is float and isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+            else:
+                object.__setattr__(params, f.name, value)
+        origin = typing.get_origin(hint) or hint
+        if origin in (typing.Union, types.UnionType):
+            allowed = tuple(typing.get_origin(a) or a for a in typing.get_args(hint))
+        else:
+            allowed = (origin,)
+        if float in allowed:
+            allowed += (int,)
+        ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
+        if not ok:
+            raise ValueError(f"{f.name}={value!r} must be of type {getattr(hint, '__name__', hint)}")
+        if not_finite(value):
+            raise ValueError(f"{f.name}={value!r} must be a finite number (NaN and infinity are not allowed)")

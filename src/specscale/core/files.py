@@ -1,0 +1,208 @@
+"""Writing results so that a killed or failed job leaves nothing that looks finished.
+
+Every product of specscale (datasets, metrics, predictions, ceilings, the cube, figures, the
+report, checkpoints, generated configs) is written to ``NAME.tmp-PID`` beside its target and
+renamed onto it only when complete; ``os.replace`` is atomic on one file system, so a reader sees
+the old file or the new one, never half of one.
+
+One writer per output: :func:`writer_lock` holds an ``fcntl.flock`` on ``TARGET.lock`` beside the
+target while a command writes it, so a second writer fails at once naming the first one's PID. The
+kernel drops the lock when its holder exits, however it exits (SIGKILL included), so a dead
+holder's leftover lock file never blocks. :func:`remove_stale_temps` clears the ``NAME.tmp-PID``
+files that killed writers leave behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import math
+import os
+import re
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from specscale.core.config import ConfigError, to_jsonable
+
+log = logging.getLogger(__name__)
+TEMP_SUFFIX = re.compile(r"\.tmp-(\d+)$")
+# flock errors of file systems without locks (Lustre mounted without -o flock, some NFS setups)
+NO_FLOCK = {errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP}
+
+
+class OutputBusy(ValueError):
+    """Another live process holds the writer lock of an output; the message names its PID."""
+
+
+@contextmanager
+def atomic_write(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` to write to; on success it is renamed onto ``path``,
+    on any error (or interrupt) it is removed and ``path`` is left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(text: str, path: str | Path) -> Path:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_write(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def strict_json(obj):
+    """NaN/inf -> null (strict JSON; e.g. R^2 of an empty S/N bin)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [strict_json(v) for v in obj]
+    return obj
+
+
+def write_json(obj, path: str | Path) -> Path:
+    """Write ``obj`` as indented strict JSON (non-finite numbers as null), atomically."""
+    return write_text(json.dumps(strict_json(to_jsonable(obj)), indent=2, allow_nan=False) + "\n", path)
+
+
+def write_netcdf(ds, path: str | Path) -> Path:
+    """Write an xarray Dataset as netCDF-4 (h5netcdf engine), atomically. The one writer of
+    ceilings, curves and the cube."""
+    path = Path(path)
+    if path.suffix != ".nc":
+        raise ConfigError(f"output {path} must end in .nc")
+    with atomic_write(path) as tmp:
+        ds.to_netcdf(tmp, engine="h5netcdf")
+    return path
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (one of another user counts)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def lock_path(target: str | Path) -> Path:
+    """The lock file of ``target``: ``TARGET.lock`` beside it."""
+    target = Path(os.path.abspath(target))
+    if not target.name:
+        raise ConfigError(f"cannot write to {target}: it has no name to put a lock beside")
+    return target.with_name(f"{target.name}.lock")
+
+
+def _unwritable(path: Path, exc: OSError, what: str) -> ConfigError:
+    """The one-line error for a target whose place cannot be written, naming the culprit."""
+    for parent in Path(os.path.abspath(path)).parents:
+        if parent.exists() and not parent.is_dir():
+            return ConfigError(f"{what} {path}: {parent} is a file, not a directory")
+    reason = exc.strerror or str(exc)
+    return ConfigError(f"{what} {path}: cannot write there ({reason}: {exc.filename or path})")
+
+
+@contextmanager
+def writer_lock(target: str | Path, what: str = "output") -> Iterator[Path]:
+    """Hold the one-writer lock of ``target`` (a file or a directory, which need not exist yet) for
+    the block; yields the lock file. Creates ``target``'s parent directory. A second writer gets
+    :class:`OutputBusy` at once, naming the holder's PID and host; an unwritable place gets a
+    ConfigError naming the path. ``what`` names the target in messages (e.g. "--out").
+
+    The lock is ``fcntl.flock`` on ``TARGET.lock``: released by the kernel when the holder exits,
+    however it dies, so a stale lock file never blocks. The file holds "PID HOST" and is removed on
+    release (while still locked; a writer that opened the removed file notices and retries). On a
+    file system without flock the block runs unlocked, with a warning."""
+    target = Path(target)
+    path = lock_path(target)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _unwritable(target, exc, what) from exc
+    unlocked = False
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise _unwritable(target, exc, what) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in NO_FLOCK:
+                log.warning("%s: this file system does not support flock (%s): writing without the lock", path, exc)
+                unlocked = True
+                break
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise _unwritable(target, exc, what) from exc
+            try:
+                holder = path.read_text().split()
+            except OSError:
+                holder = []
+            who = f"PID {holder[0]}" + (f" on {holder[1]}" if len(holder) > 1 else "") if holder else "another process"
+            raise OutputBusy(
+                f"{what} {target} is being written by {who} (lock {path}); wait for it to finish or stop it"
+            ) from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the file was removed by its previous holder between our open and flock: retry
+    if unlocked:
+        path.unlink(missing_ok=True)
+        yield path
+        return
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        yield path
+    finally:
+        try:
+            path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+
+
+def remove_stale_temps(directory: str | Path, pattern: str = "*.tmp-*", recursive: bool = False) -> list[Path]:
+    """Remove the ``NAME.tmp-PID`` files in ``directory`` (matching ``pattern``; with ``recursive``,
+    also below it) whose writer PID is no longer alive; log each, and warn about those of a live
+    process (left alone: with the writer lock held, that is a writer which takes no lock, or a
+    reused PID). Call it while holding :func:`writer_lock` of the target. Returns the removed paths."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    removed = []
+    for tmp in sorted(directory.rglob(pattern) if recursive else directory.glob(pattern)):
+        m = TEMP_SUFFIX.search(tmp.name)
+        if m is None or not tmp.is_file():
+            continue
+        pid = int(m.group(1))
+        if pid == os.getpid():
+            continue
+        if pid_alive(pid):
+            log.warning("%s: temporary file of a live process (PID %d) left alone", tmp, pid)
+            continue
+        try:
+            tmp.unlink()
+        except OSError as exc:
+            log.warning("%s: could not remove the temporary file of dead writer PID %d (%s)", tmp, pid, exc)
+            continue
+        log.info("%s: removed the temporary file of dead writer PID %d", tmp, pid)
+        removed.append(tmp)
+    return removed

@@ -1,0 +1,75 @@
+"""The shared vocabulary every stage speaks: stellar labels and the log g index, the priors,
+the dataset splits, magnitude cells and the S/N bins. It sits at the bottom of the package and
+imports nothing of it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# stellar labels, in the order of every (N, 4) label array: Teff K, log g dex, [M/H] dex, [alpha/M] dex
+LABELS = ("teff", "logg", "mh", "am")
+LOGG, ALPHA = LABELS.index("logg"), LABELS.index("am")
+
+PRIORS = {
+    # the study's "lowT" set: independent uniform draws
+    "lowT": {"teff": (3750.0, 6000.0), "logg": (1.0, 5.0), "mh": (-2.5, 0.75), "am": (-0.25, 0.5)},
+}
+
+SPLITS = ("train", "val", "test")
+SPLIT_CODE = {"train": 1, "val": 2, "test": 3}
+
+# per-spectrum S/N bins (edges), the same for every metric and ceiling so cells compare bin by bin
+SNR_EDGES = (0.0, 3.0, 5.0, 8.0, 12.0, 20.0, 40.0, np.inf)
+SNR_BIN_LABELS = tuple(f"{lo:g}-{hi:g}" for lo, hi in zip(SNR_EDGES[:-1], SNR_EDGES[1:]))
+
+
+@dataclass(frozen=True)
+class MagCell:
+    """An HSC-i AB magnitude cell: a fixed value ("21.5") or a range ("20.5-22.5") drawn per star.
+
+    A range maps each star's stored quantile u in [0, 1) to lo + u (hi - lo), so the same star is
+    always at the same relative place in any range."""
+
+    lo: float
+    hi: float
+
+    @classmethod
+    def parse(cls, text) -> MagCell:
+        """Parse "21.5", "20.5-22.5" or "20.5:22.5" (AB mag). Raises ValueError naming the text."""
+        if isinstance(text, MagCell):
+            return text
+        s = str(text).strip()
+        try:
+            if isinstance(text, (int, float)):
+                lo = hi = float(text)
+            else:
+                parts = s.replace(":", "-").split("-") if not s.startswith("-") else [s]
+                if len(parts) == 1:
+                    lo = hi = float(parts[0])
+                elif len(parts) == 2:
+                    lo, hi = float(parts[0]), float(parts[1])
+                else:
+                    raise ValueError
+        except ValueError:
+            raise ValueError(f"magnitude cell {text!r} is not a number or a range like '20.5-22.5'") from None
+        if not (np.isfinite(lo) and np.isfinite(hi)) or hi < lo:
+            raise ValueError(f"magnitude cell {text!r}: need finite lo <= hi")
+        return cls(lo, hi)
+
+    @property
+    def is_fixed(self) -> bool:
+        return self.lo == self.hi
+
+    def label(self) -> str:
+        """Canonical text form, used in paths and cube coordinates ("21.5", "20.5-22.5")."""
+        f = lambda v: f"{v:g}"
+        return f(self.lo) if self.is_fixed else f"{f(self.lo)}-{f(self.hi)}"
+
+    def magnitudes(self, u_mag: np.ndarray) -> np.ndarray:
+        """Per-star magnitudes (AB) from stored quantiles u_mag in [0, 1)."""
+        return self.lo + np.asarray(u_mag, dtype=np.float64) * (self.hi - self.lo)
+
+    def __str__(self) -> str:
+        return self.label()

@@ -1,0 +1,117 @@
+"""Metrics of a log g estimate on the test stars: one function used by every model (and by the
+ceiling for its S/N bins), so numbers in the cube are comparable.
+
+R^2 = 1 - SSE/SST over the test stars (SST about the test stars' own mean log g). MAE, RMSE and
+bias (mean of predicted - true) are in dex. "top20" is the 20% of test stars with the highest
+per-spectrum S/N (the study's low-noise regime). S/N bins use the fixed edges ``SNR_EDGES`` so
+cells can be compared bin by bin.
+
+A model that predicts its own uncertainty (a 1-sigma ``sigma_pred`` per star, dex: the ViT with a
+Gaussian NLL loss) is also scored for calibration: ``cover68`` / ``cover95`` are the fractions of
+test stars whose true log g lies inside the central 68% / 95% Gaussian interval
+y_pred +- z sigma_pred (z = 0.994 / 1.960), ``z2_mean`` is the mean of z^2 = ((y_pred - y_true) /
+sigma_pred)^2 (1 when the sigmas are right, > 1 over-confident, < 1 under-confident), and
+``sigma_median`` the median predicted sigma (dex); the same per S/N bin.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import ndtri
+
+from specscale.core.vocab import SNR_EDGES
+
+TOP_FRACTION = 0.2
+COVERAGE_LEVELS = {"cover68": 0.68, "cover95": 0.95}  # key -> central probability of the interval
+CALIBRATION_KEYS = (*COVERAGE_LEVELS, "z2_mean", "sigma_median")
+
+
+def r2_score(y_true, y_pred) -> float:
+    """1 - SSE/SST; NaN for fewer than 2 stars or constant truth."""
+    y_true, y_pred = np.asarray(y_true, np.float64), np.asarray(y_pred, np.float64)
+    if y_true.size < 2:
+        return float("nan")
+    sst = np.sum((y_true - y_true.mean()) ** 2)
+    return float(1.0 - np.sum((y_pred - y_true) ** 2) / sst) if sst > 0 else float("nan")
+
+
+def point_metrics(y_true, y_pred) -> dict[str, float]:
+    """R^2, MAE, RMSE (dex), bias (dex, predicted - true), n."""
+    y_true, y_pred = np.asarray(y_true, np.float64), np.asarray(y_pred, np.float64)
+    d = y_pred - y_true
+    return {
+        "r2": r2_score(y_true, y_pred),
+        "mae": float(np.mean(np.abs(d))) if d.size else float("nan"),
+        "rmse": float(np.sqrt(np.mean(d**2))) if d.size else float("nan"),
+        "bias": float(np.mean(d)) if d.size else float("nan"),
+        "n": int(d.size),
+    }
+
+
+def top_snr_mask(snr, fraction: float = TOP_FRACTION) -> np.ndarray:
+    """Boolean mask of the ``fraction`` of stars with the highest S/N (ties broken by order)."""
+    snr = np.asarray(snr)
+    k = max(1, int(round(fraction * snr.size)))
+    mask = np.zeros(snr.size, bool)
+    mask[np.argsort(-snr, kind="stable")[:k]] = True
+    return mask
+
+
+def evaluate(y_true, y_pred, snr, sigma_pred=None) -> dict:
+    """All accuracy metrics of one cell: overall, top-20% S/N, and per S/N bin; with
+    ``sigma_pred`` (predicted 1-sigma, dex) also the calibration metrics (:func:`calibration`),
+    overall and as extra lists in ``snr_bins``."""
+    y_true, y_pred, snr = (np.asarray(a, np.float64) for a in (y_true, y_pred, snr))
+    if not (y_true.shape == y_pred.shape == snr.shape):
+        raise ValueError("y_true, y_pred and snr must have the same shape")
+    if not np.isfinite(y_pred).all():
+        raise ValueError(f"{int((~np.isfinite(y_pred)).sum())} non-finite predictions")
+    out = point_metrics(y_true, y_pred)
+    top = top_snr_mask(snr)
+    out.update({f"{k}_top20": v for k, v in point_metrics(y_true[top], y_pred[top]).items()})
+    out["snr_top20_min"] = float(snr[top].min())
+    bins = np.digitize(snr, SNR_EDGES[1:-1])
+    out["snr_bins"] = {
+        "edges": [float(e) for e in SNR_EDGES],
+        "r2": [r2_score(y_true[bins == i], y_pred[bins == i]) for i in range(len(SNR_EDGES) - 1)],
+        "rmse": [point_metrics(y_true[bins == i], y_pred[bins == i])["rmse"] for i in range(len(SNR_EDGES) - 1)],
+        "n": [int((bins == i).sum()) for i in range(len(SNR_EDGES) - 1)],
+    }
+    out["snr_median"] = float(np.median(snr))
+    if sigma_pred is not None:
+        cal = calibration(y_true, y_pred, sigma_pred, snr)
+        out["snr_bins"].update(cal.pop("snr_bins"))
+        out.update(cal)
+    return out
+
+
+def calibration_point(y_true, y_pred, sigma_pred) -> dict[str, float]:
+    """Coverage of the central 68% and 95% intervals, mean z^2 and median sigma (dex) of one set
+    of stars; NaN for none."""
+    y_true, y_pred, sigma = (np.asarray(a, np.float64) for a in (y_true, y_pred, sigma_pred))
+    if y_true.size == 0:
+        return {k: float("nan") for k in CALIBRATION_KEYS}
+    z = (y_pred - y_true) / sigma
+    out = {k: float(np.mean(np.abs(z) <= ndtri(0.5 + p / 2))) for k, p in COVERAGE_LEVELS.items()}
+    out["z2_mean"] = float(np.mean(z**2))
+    out["sigma_median"] = float(np.median(sigma))
+    return out
+
+
+def calibration(y_true, y_pred, sigma_pred, snr) -> dict:
+    """Calibration of predicted uncertainties (module docstring): ``cover68``, ``cover95``,
+    ``z2_mean``, ``sigma_median`` (dex) over the stars, and ``snr_bins`` with one list per key
+    over the fixed S/N bins (NaN where a bin is empty). ``sigma_pred`` is a 1-sigma in the units
+    of log g (dex), finite and > 0."""
+    y_true, y_pred, sigma, snr = (np.asarray(a, np.float64) for a in (y_true, y_pred, sigma_pred, snr))
+    if not (y_true.shape == y_pred.shape == sigma.shape == snr.shape):
+        raise ValueError("y_true, y_pred, sigma_pred and snr must have the same shape")
+    if not (np.isfinite(sigma).all() and (sigma > 0).all()):
+        raise ValueError(f"{int((~(np.isfinite(sigma) & (sigma > 0))).sum())} predicted sigmas are not finite and > 0")
+    out = calibration_point(y_true, y_pred, sigma)
+    bins = np.digitize(snr, SNR_EDGES[1:-1])
+    per_bin = [
+        calibration_point(y_true[bins == i], y_pred[bins == i], sigma[bins == i]) for i in range(len(SNR_EDGES) - 1)
+    ]
+    out["snr_bins"] = {k: [b[k] for b in per_bin] for k in CALIBRATION_KEYS}
+    return out

@@ -1,0 +1,1 @@
+"""Stage 6, the report: figures and the markdown report, from the cube alone."""

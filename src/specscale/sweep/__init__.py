@@ -1,0 +1,3 @@
+"""Stage 5, the sweep: the grid from the config, one cell's run, W&B tracking, agents, and the
+results cube.
+"""

@@ -1,0 +1,423 @@
+"""Decision hypotheses: "does the variant beat the base by at least X on metric M?", answered per
+sweep cell with a paired bootstrap confidence interval.
+
+A hypothesis (config section ``hypotheses:``, a list; schema ``workflow/schemas/config.schema.yaml``)
+names two entries of the cube's model axis (``grid.model``: registered models or variant names), a
+metric and a decision threshold::
+
+    hypotheses:
+      - name: error_input                 # id on the cube's hypothesis axis (default H1, H2, ...)
+        question: Does the pipeline error as an input lower the ViT's MAE by 5% or more?
+        base: vit
+        variant: vit-flux-error
+        metric: mae                       # r2 | mae | rmse | bias | r2_top20 | ... | bias_top20
+        change: relative                  # relative: (variant - base) / |base|; absolute: variant - base
+        op: "<="                          # <= | < | >= | >
+        threshold: -0.05                  # supported when the whole interval satisfies `diff op threshold`
+        confidence: 0.95                  # optional (default 0.95)
+        n_boot: 1000                      # optional bootstrap replicates (default 1000)
+        seed: 0                           # optional seed of the bootstrap (default 0)
+
+At collect (:func:`fold_hypotheses`), every (noise, mag, n_train) where the sweep has cells of
+both models is evaluated from the cells' ``predictions.h5``: all cells of one (noise, mag) are
+scored on the same test stars with the same test noise, so the difference is paired star by star
+(rows, true log g and S/N must agree, or collect refuses). The metric of a model is the mean over
+its seeds of the metric on the test stars (``specscale.models.metrics`` definitions; ``_top20``
+on the 20% of stars with the highest S/N). The interval is the percentile interval of a two-stage
+bootstrap: test stars resampled with replacement (the same draw for base and variant and every
+seed: paired), and seeds resampled with replacement within each model (jointly when both models
+ran the same seeds). With few seeds (2-4) the seed part of the interval is too narrow (a bootstrap
+of k values has variance (k - 1)/k of the truth, and only a handful of distinct resamples); the
+report shows the seed counts.
+
+Verdict: *supported* when the whole interval satisfies ``diff op threshold``, *rejected* when none
+of it does, *inconclusive* when it straddles the threshold; *not evaluated* where either model has
+no cell. The results are cube variables on (hypothesis, noise, mag, n_train) (:data:`VARIABLES`);
+the definitions are the cube attribute ``hypotheses`` (JSON), so the report needs only the cube.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import xarray as xr
+
+from specscale.core.config import ConfigError
+from specscale.models.metrics import top_snr_mask
+
+METRICS = ("r2", "mae", "rmse", "bias", "r2_top20", "mae_top20", "rmse_top20", "bias_top20")
+CHANGES = ("absolute", "relative")
+OPS = ("<=", "<", ">=", ">")
+REQUIRED = ("question", "base", "variant", "metric", "op", "threshold")
+OPTIONAL = {"name": None, "change": "absolute", "confidence": 0.95, "n_boot": 1000, "seed": 0}
+# verdict codes of the cube variable hyp_verdict (CF flag_values / flag_meanings)
+NOT_EVALUATED, SUPPORTED, REJECTED, INCONCLUSIVE = 0, 1, 2, 3
+VERDICTS = {NOT_EVALUATED: "not evaluated", SUPPORTED: "supported", REJECTED: "rejected", INCONCLUSIVE: "inconclusive"}
+DIMS = ("hypothesis", "noise", "mag", "n_train")
+# cube variables on DIMS, with their meaning
+VARIABLES = {
+    "hyp_base": "metric of the base model: mean over its seeds (metric units: R^2 or dex)",
+    "hyp_variant": "metric of the variant model: mean over its seeds (metric units: R^2 or dex)",
+    "hyp_diff": "variant - base (change absolute, metric units) or (variant - base)/|base| (relative, fraction)",
+    "hyp_ci_lo": "lower end of the paired bootstrap confidence interval of hyp_diff (hyp_diff units)",
+    "hyp_ci_hi": "upper end of the paired bootstrap confidence interval of hyp_diff (hyp_diff units)",
+    "hyp_verdict": "decision: " + ", ".join(f"{k} {v}" for k, v in VERDICTS.items()),
+    "hyp_n_stars": "test stars the metric is computed on (the top-20% S/N subset for *_top20)",
+    "hyp_n_seeds_base": "seeds of the base model in the cell",
+    "hyp_n_seeds_variant": "seeds of the variant model in the cell",
+}
+BLOCK = 250  # bootstrap replicates per block: bounds the (block, stars) weight matrix
+
+
+class PredictionsError(ValueError):
+    """predictions.h5 files that cannot be compared star by star (missing, malformed, or other test
+    stars/noise than the cell they are paired with); the message names the files."""
+
+
+def _error(key: str, message) -> ConfigError:
+    # the text of specscale.sweep.grid.config_error (not imported: grid imports this module)
+    return ConfigError(f"config error at {key}: {message}")
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """One decision question (module docstring): ``diff(variant, base) op threshold`` on ``metric``
+    with a ``confidence`` interval from ``n_boot`` paired bootstrap replicates."""
+
+    name: str
+    question: str
+    base: str
+    variant: str
+    metric: str
+    change: str
+    op: str
+    threshold: float
+    confidence: float = 0.95
+    n_boot: int = 1000
+    seed: int = 0
+
+    def decision(self) -> str:
+        """The decision rule in words, e.g. ``relative MAE change <= -5%``."""
+        metric = self.metric.replace("_top20", " (top 20% S/N)")
+        metric = metric.upper() if metric.split()[0] in ("mae", "rmse") else metric.replace("r2", "R^2")
+        thr = f"{self.threshold:+.3g}" if self.change == "absolute" else f"{100 * self.threshold:+.3g}%"
+        return f"{self.change} {metric} change {self.op} {thr}"
+
+    def verdict(self, lo: float, hi: float) -> int:
+        """Verdict code of the interval [lo, hi] (``VERDICTS``)."""
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            return NOT_EVALUATED
+        t = self.threshold
+        inside, outside = {
+            "<=": (hi <= t, lo > t),
+            "<": (hi < t, lo >= t),
+            ">=": (lo >= t, hi < t),
+            ">": (lo > t, hi <= t),
+        }[self.op]
+        return SUPPORTED if inside else REJECTED if outside else INCONCLUSIVE
+
+    def as_dict(self) -> dict:
+        return asdict(self) | {"decision": self.decision()}
+
+
+def _number(key: str, value, *, integer: bool = False) -> float | int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+        raise _error(key, f"{value!r} is not {'an integer' if integer else 'a number'}")
+    if not math.isfinite(value):
+        raise _error(key, f"{value!r} is not finite")
+    return value
+
+
+def check_hypotheses(config: Mapping) -> list[Hypothesis]:
+    """The ``hypotheses`` section of a sweep config, checked and with defaults filled. Each entry
+    must have the keys ``REQUIRED`` (and may have ``OPTIONAL``); base and variant must be entries
+    of ``grid.model`` (and differ), metric one of ``METRICS``, op one of ``OPS``, change one of
+    ``CHANGES``, 0 < confidence < 1, n_boot >= 100. Raises ConfigError naming the key
+    (``config error at hypotheses[1].metric: ...``)."""
+    entries = config.get("hypotheses") or []
+    if not isinstance(entries, list):
+        raise _error("hypotheses", f"must be a list of hypotheses, got {type(entries).__name__}")
+    models = list(config.get("grid", {}).get("model", []))
+    out, names = [], {}
+    for i, entry in enumerate(entries):
+        where = f"hypotheses[{i}]"
+        if not isinstance(entry, Mapping):
+            raise _error(where, f"must be a mapping with keys {list(REQUIRED)}, got {type(entry).__name__}")
+        unknown = sorted(set(entry) - set(REQUIRED) - set(OPTIONAL))
+        if unknown:
+            raise _error(f"{where}.{unknown[0]}", f"unknown key; known: {sorted(REQUIRED + tuple(OPTIONAL))}")
+        missing = [k for k in REQUIRED if k not in entry]
+        if missing:
+            raise _error(f"{where}.{missing[0]}", "required key missing")
+        values = OPTIONAL | dict(entry)
+        for key in ("name", "question", "base", "variant", "metric", "op", "change"):
+            if values[key] is not None and not (isinstance(values[key], str) and values[key].strip()):
+                raise _error(f"{where}.{key}", f"{values[key]!r} is not a non-empty string")
+        for key in ("base", "variant"):
+            if values[key] not in models:
+                raise _error(f"{where}.{key}", f"{values[key]!r} is not on the grid's model axis (grid.model {models})")
+        if values["base"] == values["variant"]:
+            raise _error(f"{where}.variant", f"the same model as base ({values['base']!r})")
+        for key, allowed in (("metric", METRICS), ("op", OPS), ("change", CHANGES)):
+            if values[key] not in allowed:
+                raise _error(f"{where}.{key}", f"unknown {key} {values[key]!r}; known: {list(allowed)}")
+        threshold = float(_number(f"{where}.threshold", values["threshold"]))
+        confidence = float(_number(f"{where}.confidence", values["confidence"]))
+        if not 0 < confidence < 1:
+            raise _error(f"{where}.confidence", f"{confidence} is not in (0, 1)")
+        n_boot = _number(f"{where}.n_boot", values["n_boot"], integer=True)
+        if n_boot < 100:
+            raise _error(f"{where}.n_boot", f"{n_boot} replicates are too few for an interval (at least 100)")
+        seed = _number(f"{where}.seed", values["seed"], integer=True)
+        if seed < 0:
+            raise _error(f"{where}.seed", f"{seed} is negative")
+        name = values["name"] or f"H{i + 1}"
+        if name in names:
+            raise _error(f"{where}.name", f"{name!r} is already the name of hypotheses[{names[name]}]")
+        names[name] = i
+        out.append(
+            Hypothesis(
+                name=name,
+                question=values["question"].strip(),
+                base=values["base"],
+                variant=values["variant"],
+                metric=values["metric"],
+                change=values["change"],
+                op=values["op"],
+                threshold=threshold,
+                confidence=confidence,
+                n_boot=int(n_boot),
+                seed=int(seed),
+            )
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------------------- bootstrap
+@dataclass(frozen=True)
+class PairedDifference:
+    """Result of :func:`paired_bootstrap`: the metrics of both models (seed means), their
+    difference and its confidence interval (difference units), and what they were computed on."""
+
+    base: float
+    variant: float
+    diff: float
+    ci_lo: float
+    ci_hi: float
+    n_stars: int
+    n_seeds_base: int
+    n_seeds_variant: int
+
+
+def _metric_rows(weights: np.ndarray, y: np.ndarray, q: dict[str, np.ndarray], metric: str) -> np.ndarray:
+    """``metric`` of every column of the errors for every row of star weights (counts of a
+    resample, summing to the number of stars): (replicates, stars) -> (replicates, columns)."""
+    n = weights.sum(axis=1, keepdims=True)
+    if metric == "mae":
+        return weights @ q["abs"] / n
+    if metric == "bias":
+        return weights @ q["err"] / n
+    sse = weights @ q["sq"]
+    if metric == "rmse":
+        return np.sqrt(sse / n)
+    sy, syy = weights @ y, weights @ (y * y)
+    sst = (syy - sy * sy / n[:, 0])[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(sst > 0, 1.0 - sse / sst, np.nan)
+
+
+def _change(variant: np.ndarray, base: np.ndarray, change: str) -> np.ndarray:
+    if change == "absolute":
+        return variant - base
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (variant - base) / np.abs(base)
+
+
+def paired_bootstrap(
+    y_true,
+    pred_base,
+    pred_variant,
+    *,
+    metric: str = "mae",
+    change: str = "absolute",
+    confidence: float = 0.95,
+    n_boot: int = 1000,
+    seed=0,
+    paired_seeds: bool | None = None,
+) -> PairedDifference:
+    """Difference of ``metric`` (variant - base, or relative to |base|) with a percentile
+    confidence interval from a paired two-stage bootstrap.
+
+    ``y_true`` (n,) true log g (dex); ``pred_base`` (n,) or (n, S_b) and ``pred_variant`` (n,) or
+    (n, S_v) predicted log g (dex) of the same n test stars, one column per seed. Each replicate
+    draws n stars with replacement (the same stars for every column: paired) and, per model, its
+    seeds with replacement; the model's metric is the mean over its drawn seeds. ``paired_seeds``
+    (default: S_b == S_v > 1) draws the same seed indices for both models (columns j are the same
+    seed). ``metric`` is one of r2, mae, rmse, bias (restrict the arrays to the top-20% S/N stars
+    for the _top20 metrics); ``seed`` seeds numpy's generator (an int or a sequence of ints).
+    Vectorised: (block, n) weight matrices times the (n, S_b + S_v) error columns."""
+    y = np.asarray(y_true, np.float64)
+    pb, pv = (np.asarray(p, np.float64).reshape(len(y), -1) for p in (pred_base, pred_variant))
+    if metric not in ("r2", "mae", "rmse", "bias"):
+        raise ValueError(f"metric {metric!r}: one of r2, mae, rmse, bias (top-20% metrics: restrict the stars)")
+    if change not in CHANGES:
+        raise ValueError(f"change {change!r}: one of {CHANGES}")
+    if y.ndim != 1 or y.size < 2:
+        raise ValueError(f"y_true must be one value per star (at least 2), got shape {y.shape}")
+    if not (np.isfinite(y).all() and np.isfinite(pb).all() and np.isfinite(pv).all()):
+        raise ValueError("non-finite true or predicted log g")
+    n, sb, sv = y.size, pb.shape[1], pv.shape[1]
+    if paired_seeds is None:
+        paired_seeds = sb == sv > 1
+    if paired_seeds and sb != sv:
+        raise ValueError(f"paired seeds need as many base as variant seeds, got {sb} and {sv}")
+    err = np.hstack([pb, pv]) - y[:, None]
+    q = {"err": err, "abs": np.abs(err), "sq": err * err}
+
+    point = _metric_rows(np.ones((1, n)), y, q, metric)[0]
+    base, variant = float(point[:sb].mean()), float(point[sb:].mean())
+    diff = float(_change(np.asarray(variant), np.asarray(base), change))
+
+    rng = np.random.default_rng(seed)
+    diffs = np.empty(n_boot)
+    for start in range(0, n_boot, BLOCK):
+        b = min(BLOCK, n_boot - start)
+        draw = rng.integers(0, n, size=(b, n)) + n * np.arange(b)[:, None]
+        weights = np.bincount(draw.ravel(), minlength=b * n).reshape(b, n).astype(np.float64)
+        stats = _metric_rows(weights, y, q, metric)
+        rb = rng.integers(0, sb, size=(b, sb))
+        rv = rb if paired_seeds else rng.integers(0, sv, size=(b, sv))
+        mb = np.take_along_axis(stats[:, :sb], rb, axis=1).mean(axis=1)
+        mv = np.take_along_axis(stats[:, sb:], rv, axis=1).mean(axis=1)
+        diffs[start : start + b] = _change(mv, mb, change)
+    alpha = 1.0 - confidence
+    finite = diffs[np.isfinite(diffs)]
+    lo, hi = np.quantile(finite, [alpha / 2, 1 - alpha / 2]) if finite.size else (np.nan, np.nan)
+    return PairedDifference(base, variant, diff, float(lo), float(hi), n, sb, sv)
+
+
+# ---------------------------------------------------------------------------------------- files
+def read_predictions(path: str | Path) -> dict[str, np.ndarray]:
+    """rows, logg_true, logg_pred (dex) and snr of a cell's predictions.h5 (``specscale train``)."""
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            out = {k: np.asarray(f[k]) for k in ("rows", "logg_true", "logg_pred", "snr")}
+    except FileNotFoundError:
+        raise PredictionsError(f"{path}: predictions file not found (needed by the hypotheses)") from None
+    except (OSError, KeyError) as exc:
+        raise PredictionsError(f"{path}: not a readable predictions file ({exc})") from exc
+    sizes = {k: v.shape for k, v in out.items()}
+    if len(set(sizes.values())) != 1 or out["rows"].ndim != 1:
+        raise PredictionsError(f"{path}: datasets of different shapes {sizes}")
+    return out
+
+
+def _same_stars(ref: dict, ref_path: Path, other: dict, path: Path) -> None:
+    if not np.array_equal(ref["rows"], other["rows"]):
+        raise PredictionsError(
+            f"{path} and {ref_path}: different test stars (rows), so they cannot be compared star by star"
+        )
+    for key in ("logg_true", "snr"):
+        if not np.allclose(ref[key], other[key], rtol=1e-9, atol=0):
+            raise PredictionsError(
+                f"{path} and {ref_path}: same rows but different {key} (another dataset or test noise?)"
+            )
+
+
+def _rng_seed(h: Hypothesis, noise: float, mag: str, n_train: int) -> list[int]:
+    """Seed of one cell's bootstrap: from the hypothesis and the cell's values (not its place on
+    the axes, so adding a cell to the sweep does not change the others' intervals)."""
+    return [h.seed, zlib.crc32(h.name.encode()), round(noise * 1_000_000), zlib.crc32(mag.encode()), int(n_train)]
+
+
+def fold_hypotheses(
+    ds: xr.Dataset, cells: Iterable[tuple[object, str | Path]], hypotheses: Sequence[Hypothesis]
+) -> tuple[xr.Dataset, list[dict]]:
+    """Evaluate every hypothesis at every (noise, mag, n_train) of the cube where both its models
+    have cells; add the :data:`VARIABLES` on (hypothesis, noise, mag, n_train) to ``ds``. ``cells``
+    are (cell, metrics.json path) pairs (cell with noise, mag, model, n_train, seed); each cell's
+    predictions.h5 sits next to its metrics.json. Returns the dataset and the definitions (the
+    cube attribute ``hypotheses``). Raises PredictionsError for files that do not pair up."""
+    hypotheses = list(hypotheses)
+    files: dict[tuple, Path] = {}
+    for cell, path in cells:
+        files[(cell.noise, cell.mag, cell.model, cell.n_train, cell.seed)] = Path(path).with_name("predictions.h5")
+    noises, mags = ds.noise.values.tolist(), ds.mag.values.tolist()
+    sizes, seeds = ds.n_train.values.tolist(), ds.seed.values.tolist()
+    shape = (len(hypotheses), len(noises), len(mags), len(sizes))
+    out = {name: np.full(shape, np.nan) for name in ("hyp_base", "hyp_variant", "hyp_diff", "hyp_ci_lo", "hyp_ci_hi")}
+    counts = {name: np.zeros(shape, np.int64) for name in ("hyp_n_stars", "hyp_n_seeds_base", "hyp_n_seeds_variant")}
+    verdict = np.full(shape, NOT_EVALUATED, np.int8)
+    cache: dict[Path, dict] = {}
+
+    def load(path: Path) -> dict:
+        if path not in cache:
+            cache[path] = read_predictions(path)
+        return cache[path]
+
+    for h_i, h in enumerate(hypotheses):
+        for i, noise in enumerate(noises):
+            for j, mag in enumerate(mags):
+                for k, n_train in enumerate(sizes):
+                    have = {m: [s for s in seeds if (noise, mag, m, n_train, s) in files] for m in (h.base, h.variant)}
+                    if not have[h.base] or not have[h.variant]:
+                        continue
+                    paths = {m: [files[(noise, mag, m, n_train, s)] for s in have[m]] for m in have}
+                    ref_path = paths[h.base][0]
+                    ref = load(ref_path)
+                    for path in paths[h.base][1:] + paths[h.variant]:
+                        _same_stars(ref, ref_path, load(path), path)
+                    keep = top_snr_mask(ref["snr"]) if h.metric.endswith("_top20") else slice(None)
+                    preds = {m: np.stack([load(p)["logg_pred"][keep] for p in paths[m]], axis=1) for m in paths}
+                    res = paired_bootstrap(
+                        ref["logg_true"][keep],
+                        preds[h.base],
+                        preds[h.variant],
+                        metric=h.metric.removesuffix("_top20"),
+                        change=h.change,
+                        confidence=h.confidence,
+                        n_boot=h.n_boot,
+                        seed=_rng_seed(h, noise, mag, n_train),
+                        paired_seeds=have[h.base] == have[h.variant] and len(have[h.base]) > 1,
+                    )
+                    at = (h_i, i, j, k)
+                    for name, value in (
+                        ("hyp_base", res.base),
+                        ("hyp_variant", res.variant),
+                        ("hyp_diff", res.diff),
+                        ("hyp_ci_lo", res.ci_lo),
+                        ("hyp_ci_hi", res.ci_hi),
+                    ):
+                        out[name][at] = value
+                    counts["hyp_n_stars"][at] = res.n_stars
+                    counts["hyp_n_seeds_base"][at] = res.n_seeds_base
+                    counts["hyp_n_seeds_variant"][at] = res.n_seeds_variant
+                    verdict[at] = h.verdict(res.ci_lo, res.ci_hi)
+    ds = ds.assign_coords(hypothesis=("hypothesis", np.asarray([h.name for h in hypotheses], dtype=object)))
+    for name, arr in {**out, **counts, "hyp_verdict": verdict}.items():
+        ds[name] = (DIMS, arr)
+        ds[name].attrs["long_name"] = VARIABLES[name]
+    ds["hyp_verdict"].attrs.update(
+        flag_values=np.asarray(list(VERDICTS), np.int8),
+        flag_meanings=" ".join(v.replace(" ", "_") for v in VERDICTS.values()),
+    )
+    ds["hypothesis"].attrs["long_name"] = "decision hypothesis (definitions: the cube attribute 'hypotheses', JSON)"
+    return ds, [h.as_dict() for h in hypotheses]
+
+
+def hypotheses_of(ds: xr.Dataset) -> list[Hypothesis]:
+    """The hypotheses a cube was collected with (its attribute ``hypotheses``), in axis order."""
+    raw = ds.attrs.get("hypotheses")
+    if not raw or "hypothesis" not in ds.dims:
+        return []
+    items = json.loads(raw) if isinstance(raw, str) else raw
+    fields = set(Hypothesis.__dataclass_fields__)
+    return [Hypothesis(**{k: v for k, v in item.items() if k in fields}) for item in items]
