@@ -51,33 +51,45 @@ def default() -> Sweep:
 # ---------------------------------------------------------------- the default sweep
 def test_default_config_cells_follow_the_per_model_axes(default):
     grid = DEFAULT["grid"]
-    expected = {
+    product = {
         m: np.prod([len(grid["per_model"].get(m, {}).get(a, grid[a])) for a in ("noise", "mag", "n_train", "seed")])
         for m in grid["model"]
     }
-    assert expected == {"ridge": 18, "lightgbm": 24, "vit-tiny": 4, "oracle": 6}
-    assert len(default.cells) == 52  # the dry run's 48 train + 4 train_vit jobs
+    assert product == {
+        "ridge": 12,
+        "lightgbm": 18,
+        "vit-tiny": 1,
+        "oracle": 2,
+        "ridge-ca": 4,
+        "lightgbm-ca": 6,
+        "lightgbm-err": 2,
+    }
+    # the one exclusion drops ridge's n_train 2000 at noise 0.5 and 2 (both magnitude cells)
+    expected = {**product, "ridge": 12 - 4}
+    assert len(default.cells) == 41  # the dry run's 40 train + 1 train_vit jobs
     assert {m: sum(c["model"] == m for c in default.cells) for m in grid["model"]} == expected
     assert default.dataset == "lowT"
     assert (default.dataset_info.n_train, default.dataset_info.n_test) == (8000, 2000)
-    # per_model: the ViT at noise 1 only and at the two largest sizes; ridge skips 1000; one oracle size
+    # per_model: the ViT at the study's cell only (noise 1, 20.5-22.5, 8000); one oracle size
     vit = [c for c in default.cells if c["model"] == "vit-tiny"]
-    assert {c["noise"] for c in vit} == {"1"} and {c["n_train"] for c in vit} == {4000, 8000}
-    assert {c["n_train"] for c in default.cells if c["model"] == "ridge"} == {2000, 4000, 8000}
+    assert [(c["noise"], c["mag"], c["n_train"]) for c in vit] == [("1", "20.5-22.5", 8000)]
+    ridge = [c for c in default.cells if c["model"] == "ridge"]
+    assert {c["n_train"] for c in ridge if c["noise"] == "1"} == {2000, 8000}
+    assert {c["n_train"] for c in ridge if c["noise"] != "1"} == {8000}
     assert {c["n_train"] for c in default.cells if c["model"] == "oracle"} == {8000}
-    assert {c["n_train"] for c in default.cells if c["model"] == "lightgbm"} == {1000, 2000, 4000, 8000}
+    assert {c["n_train"] for c in default.cells if c["model"] == "lightgbm"} == {1000, 4000, 8000}
     # cells in canonical form, model by model in grid order
     assert default.cells[0] == {
         "dataset": "lowT",
         "model": "ridge",
         "noise": "0.5",
         "mag": "21.5",
-        "n_train": 2000,
+        "n_train": 8000,
         "seed": 0,
     }
     assert list(dict.fromkeys(c["model"] for c in default.cells)) == grid["model"]
     assert default.vit_models == ("vit-tiny",)
-    assert default.cpu_models == ("ridge", "lightgbm", "oracle")
+    assert default.cpu_models == ("ridge", "lightgbm", "oracle", "ridge-ca", "lightgbm-ca", "lightgbm-err")
 
 
 def test_default_ceiling_cells_cube_axes_and_curves(default):
@@ -92,7 +104,7 @@ def test_default_ceiling_cells_cube_axes_and_curves(default):
     assert default.cube_axes == {
         "noise": [0.5, 1.0, 2.0],
         "mag": ["20.5-22.5", "21.5"],
-        "model": ["ridge", "lightgbm", "vit-tiny", "oracle"],
+        "model": ["ridge", "lightgbm", "vit-tiny", "oracle", "ridge-ca", "lightgbm-ca", "lightgbm-err"],
         "n_train": [1000, 2000, 4000, 8000],
         "seed": [0],
     }
