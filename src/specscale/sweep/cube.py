@@ -286,6 +286,19 @@ def _load_netcdf(path: Path, what: str) -> xr.Dataset:
         raise CubeError(f"{path}: not a readable {what} netCDF file ({exc})") from exc
 
 
+def _load_reference(path: Path, what: str, cell: tuple[float, str], axes: tuple[dict, dict], dataset_ids: set[str]):
+    """A reference file (ceiling, Bayes) of the (noise, mag) ``cell``, checked: the cell is on the
+    cube's ``axes``, the file was computed on the cells' dataset and for this very cell."""
+    noise, mag = cell
+    if noise not in axes[0] or mag not in axes[1]:
+        raise CubeError(f"{path}: {what} cell (noise {noise}, mag {mag}) is off the cube's axes")
+    ref = _load_netcdf(path, what)
+    if dataset_ids and "dataset_id" in ref.attrs and str(ref.attrs["dataset_id"]) not in dataset_ids:
+        raise CubeError(f"{path}: {what} of dataset {ref.attrs['dataset_id']}, the cells' is {sorted(dataset_ids)}")
+    _check_ceiling_cell(ref.attrs, path, noise, mag)
+    return ref
+
+
 def _fold_ceilings(ds: xr.Dataset, ceilings: Mapping[tuple[float, str], str | Path], dataset_ids: set[str]):
     """Add the numeric summary variables (scalars, per S/N bin) of the per-cell ceiling files as
     ceiling_*(noise, mag[, snr_bin]); per-star arrays stay in the files. A ceiling computed on
@@ -298,12 +311,7 @@ def _fold_ceilings(ds: xr.Dataset, ceilings: Mapping[tuple[float, str], str | Pa
     attrs: dict[str, dict] = {}
     for (noise, mag), path in ceilings.items():
         path = Path(path)
-        if noise not in noise_at or mag not in mag_at:
-            raise CubeError(f"{path}: ceiling cell (noise {noise}, mag {mag}) is off the cube's axes")
-        c = _load_netcdf(path, "ceiling")
-        if dataset_ids and "dataset_id" in c.attrs and str(c.attrs["dataset_id"]) not in dataset_ids:
-            raise CubeError(f"{path}: ceiling of dataset {c.attrs['dataset_id']}, the cells' is {sorted(dataset_ids)}")
-        _check_ceiling_cell(c.attrs, path, noise, mag)
+        c = _load_reference(path, "ceiling", (noise, mag), (noise_at, mag_at), dataset_ids)
         meta = dict(c.attrs)
         if "definitions" in meta:  # the same for every cell: kept once
             attrs["definitions"] = meta.pop("definitions")
@@ -365,14 +373,7 @@ def _fold_bayes(ds: xr.Dataset, files: Mapping[tuple[float, str], str | Path], d
     attrs: dict[str, dict] = {}
     for (noise, mag), path in files.items():
         path = Path(path)
-        if noise not in noise_at or mag not in mag_at:
-            raise CubeError(f"{path}: Bayes reference cell (noise {noise}, mag {mag}) is off the cube's axes")
-        b = _load_netcdf(path, "Bayes reference")
-        if dataset_ids and "dataset_id" in b.attrs and str(b.attrs["dataset_id"]) not in dataset_ids:
-            raise CubeError(
-                f"{path}: Bayes reference of dataset {b.attrs['dataset_id']}, the cells' is {sorted(dataset_ids)}"
-            )
-        _check_ceiling_cell(b.attrs, path, noise, mag)
+        b = _load_reference(path, "Bayes reference", (noise, mag), (noise_at, mag_at), dataset_ids)
         at = (noise_at[noise], mag_at[mag])
         for name, (source, _, _) in BAYES_VARIABLES.items():
             if source not in b:
