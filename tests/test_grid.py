@@ -127,7 +127,10 @@ def test_generated_config_sections(default):
     assert default.config_sections("fisher") == {"fisher": {"batch": 128}}
     assert default.config_sections("model/ridge") == {"models": {"ridge": {}}}
     vit = default.config_sections("model/vit-tiny")  # a tracked model also gets the W&B settings
-    assert vit == {"models": {"vit-tiny": {"max_epochs": 2}}, "wandb": {"mode": "offline", "project": "specscale"}}
+    assert vit == {
+        "models": {"vit-tiny": {"max_epochs": 12, "patience": 12}},
+        "wandb": {"mode": "offline", "project": "specscale"},
+    }
 
 
 @pytest.mark.parametrize(
@@ -235,10 +238,11 @@ def _file_dataset(path):
 
 
 MALFORMED = {
-    "unknown-model": (_append(("grid", "model"), "vitt"), r"grid\.model\[4\]: unknown model 'vitt'; known: \["),
+    "unknown-model": (_append(("grid", "model"), "vitt"), r"grid\.model\[7\]: unknown model 'vitt'; known: \["),
     "per-model-not-in-grid": (
         _set(("grid", "per_model", "vit"), {"n_train": [8000]}),
-        r"grid\.per_model\.vit: not in grid\.model \['ridge', 'lightgbm', 'vit-tiny', 'oracle'\]",
+        r"grid\.per_model\.vit: not in grid\.model \['ridge', 'lightgbm', 'vit-tiny', 'oracle', 'ridge-ca', "
+        r"'lightgbm-ca', 'lightgbm-err'\]",
     ),
     "unknown-baseline": (_set(("report", "baseline"), "ridg"), r"report\.baseline: unknown model 'ridg'"),
     "unknown-reference": (_append(("report", "references"), "orcale"), r"report\.references\[1\]: unknown model"),
@@ -357,12 +361,12 @@ REFUSED = {
     "baseline-not-in-grid": (
         _set(("report", "baseline"), "vit"),
         r"report\.baseline: 'vit' has no cells in the grid \(models with cells: "
-        r"\['ridge', 'lightgbm', 'vit-tiny', 'oracle'\]\)",
+        r"\['ridge', 'lightgbm', 'vit-tiny', 'oracle', 'ridge-ca', 'lightgbm-ca', 'lightgbm-err'\]\)",
     ),
     "baseline-all-excluded": (
         _set(("exclude",), [{"model": "ridge"}]),
         r"report\.baseline: 'ridge' has no cells in the grid "
-        r"\(models with cells: \['lightgbm', 'vit-tiny', 'oracle'\]\)",
+        r"\(models with cells: \['lightgbm', 'vit-tiny', 'oracle', 'ridge-ca', 'lightgbm-ca', 'lightgbm-err'\]\)",
     ),
     "reference-not-in-grid": (
         _set(("report", "references"), ["oracle", "vit"]),

@@ -19,7 +19,7 @@ from specscale.sweep.agents import AgentsConfig, launch_agents
 
 pytestmark = pytest.mark.slurm
 
-REMOTE_RULES = {"simulate", "ceiling", "ceiling_curves", "train"}  # the others are localrules
+REMOTE_RULES = {"simulate", "ceiling", "ceiling_curves", "information", "bayes", "train"}  # the others are localrules
 
 
 def test_small_sweep_runs_through_the_slurm_profile(slurm_cluster, tmp_path):

@@ -162,6 +162,7 @@ def test_changed_model_section_reruns_that_models_cells_only(tiny_sweep):
         "config_file": 1,
         "ceiling": 1,
         "ceiling_curves": 1,
+        "information": 1,
         "collect": 1,
         "plots": 1,
         "report": 1,
