@@ -206,3 +206,20 @@ def remove_stale_temps(directory: str | Path, pattern: str = "*.tmp-*", recursiv
         log.info("%s: removed the temporary file of dead writer PID %d", tmp, pid)
         removed.append(tmp)
     return removed
+
+
+# a folder path that is one word in any shell command and cannot climb out of its root
+SAFE_PATH = re.compile(r"(?!(.*/)?\.\.(/|$))[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_.-]+)*")
+
+
+def unsafe_path(value, absolute: bool = True) -> str | None:
+    """Why ``value`` is not a safe folder path (:data:`SAFE_PATH`; a leading "/" too when
+    ``absolute``), None when it is one."""
+    if not isinstance(value, str):
+        return f"{value!r} is not a string"
+    rest = value[1:] if absolute and value.startswith("/") else value
+    if SAFE_PATH.fullmatch(rest):
+        return None
+    kind, extra = ("path", "") if absolute else ("relative path", ", no leading '/'")
+    rule = "folder names of letters, digits, '_', '.', '-' joined by '/'; no '..'"
+    return f"{value!r} is not a safe {kind} ({rule}{extra})"

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from specscale.core.config import ConfigError, from_dict, load_config, section
-from specscale.sweep.tracking import unsafe_path
+from specscale.core.files import unsafe_path
 
 EXECUTORS = ("slurm", "local", "debug", "auto")
 

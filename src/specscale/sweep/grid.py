@@ -25,6 +25,7 @@ from typing import Any
 
 from specscale.ceiling.fisher import FisherConfig
 from specscale.core.config import ConfigError, config_hash, from_dict, section
+from specscale.core.files import unsafe_path
 from specscale.core.vocab import MagCell
 from specscale.data.simulate import simulation_configs
 from specscale.data.sources import open_source
@@ -42,7 +43,7 @@ from specscale.sim.instrument import Instrument
 from specscale.sweep.cell import TRACKED
 from specscale.sweep.cube import DEFAULT_REFERENCES, Cell, collect, mag_order
 from specscale.sweep.hypotheses import check_hypotheses
-from specscale.sweep.tracking import WandbConfig, unsafe_path
+from specscale.sweep.tracking import WandbConfig
 
 # keys of datasets.<name> that override the simulation section
 SIZE_KEYS = ("n_train", "n_val", "n_test", "seed")
@@ -229,7 +230,7 @@ def check_package_sections(config: Mapping) -> None:
 def check_paths(config: Mapping) -> None:
     """``results.dir`` (relative to the working directory), ``wandb.dir`` and
     ``sweep.agents.folder`` (relative or absolute) are safe folder paths
-    (``specscale.sweep.tracking.SAFE_PATH``): one word in any shell command, no ``..``. The schema
+    (``specscale.core.files.SAFE_PATH``): one word in any shell command, no ``..``. The schema
     has the same patterns; this check also covers a config that did not pass it."""
     places = [
         ("results.dir", section(config, "results").get("dir", "results"), False),

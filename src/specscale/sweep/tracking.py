@@ -14,34 +14,20 @@ Config section ``wandb: {mode, project, entity, dir}``.
 from __future__ import annotations
 
 import os
-import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 from specscale.core.config import check_fields
+from specscale.core.files import unsafe_path
 
 MODES = ("offline", "online", "disabled")
+
+
 # A folder the sweep's config may name (results.dir, wandb.dir, sweep.agents.folder): "/"-separated
 # components of letters, digits, "_", "." and "-", the first character of the path a letter, digit or
 # "_", no empty and no ".." component. Such a path is one word in any shell command and cannot climb
 # out of the folder it starts in. The same pattern is in workflow/schemas/config.schema.yaml.
-SAFE_PATH = re.compile(r"(?!(.*/)?\.\.(/|$))[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_.-]+)*")
-
-
-def unsafe_path(value, absolute: bool = True) -> str | None:
-    """Why ``value`` is not a safe folder path (:data:`SAFE_PATH`; a leading "/" too when
-    ``absolute``), None when it is one."""
-    if not isinstance(value, str):
-        return f"{value!r} is not a string"
-    rest = value[1:] if absolute and value.startswith("/") else value
-    if SAFE_PATH.fullmatch(rest):
-        return None
-    kind, extra = ("path", "") if absolute else ("relative path", ", no leading '/'")
-    rule = "folder names of letters, digits, '_', '.', '-' joined by '/'; no '..'"
-    return f"{value!r} is not a safe {kind} ({rule}{extra})"
-
-
 @dataclass(frozen=True)
 class WandbConfig:
     mode: str | None = None  # offline | online | disabled; None: $WANDB_MODE, else offline
