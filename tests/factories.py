@@ -117,9 +117,10 @@ def write_paired_cell(root: Path, cell: Cell, r2: float | None = None, n_test: i
     return path
 
 
-def write_ceiling(path: Path, noise: float, mag: str) -> Path:
-    """A ``specscale fisher`` file: scalar ceilings plus one per S/N bin."""
-    pop = 0.9 - 0.1 * noise
+def write_ceiling(path: Path, noise: float, mag: str, window: str | None = None, loss: float = 0.0) -> Path:
+    """A ``specscale fisher`` file: scalar ceilings plus one per S/N bin; ``window`` (its
+    ``window`` attribute as ``specscale fisher --window`` writes it) with ``loss`` less R^2."""
+    pop = 0.9 - 0.1 * noise - loss
     ds = xr.Dataset(
         {
             "ceiling_pop": pop,
@@ -134,7 +135,29 @@ def write_ceiling(path: Path, noise: float, mag: str) -> Path:
             "snr_bin": [f"{a:g}-{b:g}" for a, b in zip(SNR_EDGES[:-1], SNR_EDGES[1:])],
             "snr_bin_lo": ("snr_bin", np.array(SNR_EDGES[:-1])),
         },
-        attrs={"dataset_id": "d1", "noise": noise, "mag": mag},
+        attrs={"dataset_id": "d1", "noise": noise, "mag": mag, **({"window": window} if window else {})},
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.to_netcdf(path, engine="h5netcdf")
+    return path
+
+
+def write_bayes(path: Path, noise: float, mag: str, r2: float, window: str = "full", n_stars: int = 300) -> Path:
+    """A ``specscale bayes`` file: the reference's R^2 ``r2``, its errors and per-bin values."""
+    n_bins = len(SNR_EDGES) - 1
+    ds = xr.Dataset(
+        {
+            "r2_reference": r2,
+            "r2_bayes_err": 0.01,
+            "r2_bayes_mc_se": 0.004,
+            "r2_bayes_sampling_se": 0.009,
+            "r2_bayes": r2 - 0.002,
+            "rmse_bayes": float(np.sqrt((1 - r2) * 4 / 3)),
+            "r2_bayes_snr_bin": ("snr_bin", np.linspace(0.3, 0.98, n_bins)),
+            "ess_median": 400.0,
+            "logg_mean": ("star", np.zeros(n_stars)),  # per-star: stays in the file
+        },
+        attrs={"dataset_id": "d1", "noise": noise, "mag": mag, "window": window, "n_stars": n_stars},
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.to_netcdf(path, engine="h5netcdf")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from factories import metrics_record, write_ceiling, write_curves
+from factories import metrics_record, write_bayes, write_ceiling, write_curves
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
@@ -23,7 +23,7 @@ from specscale.cli import main as cli_main
 from specscale.core.config import ConfigError
 from specscale.sweep.agents import AgentsConfig
 from specscale.sweep.cube import Cell, CubeError, open_cube
-from specscale.sweep.grid import Sweep, canonical
+from specscale.sweep.grid import Sweep, canonical, window_id
 from specscale.sweep.tracking import WandbConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,6 +32,9 @@ DEFAULT = yaml.safe_load((REPO / "config/config.yaml").read_text())
 # the layout of the workflow's paths (workflow/rules/common.smk), under a test folder
 METRICS = "cells/{dataset}/noise{noise}/mag{mag}/{model}/n{n_train}/s{seed}/metrics.json"
 CEILING = "ceiling/{dataset}/noise{noise}_mag{mag}.nc"
+BAYES = "bayes/{dataset}/noise{noise}_mag{mag}.nc"
+CEILING_WINDOW = "ceiling/{dataset}/window_{window}/noise{noise}_mag{mag}.nc"
+BAYES_WINDOW = "bayes/{dataset}/window_{window}/noise{noise}_mag{mag}.nc"
 
 
 def resolved(config: dict, edit=None) -> dict:
@@ -561,3 +564,97 @@ def test_collect_refuses_a_ceiling_of_another_cell_or_dataset_naming_both(tmp_pa
     ds.to_netcdf(curves, engine="h5netcdf")
     with pytest.raises(CubeError, match=r"curves\.nc: ceiling curves of dataset d2, the cells' is \['d1'\]"):
         sweep.collect(str(tmp_path / METRICS), template, curves)
+
+
+# ---------------------------------------------------------------- a window's own references
+def test_window_ids_name_the_window():
+    assert window_id(None) == window_id("full") == "full"
+    assert window_id("ca_triplet") == "ca_triplet"
+    assert window_id(("ca_triplet", (8790.0, 8830.5))) == "ca_triplet+8790-8830.5"
+
+
+def test_the_default_window_variants_get_references_where_they_run(default):
+    assert default.windows == {"ca_triplet": "ca_triplet"}
+    assert default.model_windows["ridge-ca"] == default.model_windows["lightgbm-ca"] == "ca_triplet"
+    assert default.model_windows["ridge"] == default.model_windows["lightgbm-err"] == "full"
+    # one reference per window and cell, however many variants share the window
+    assert default.window_cells == [("ca_triplet", "1", "20.5-22.5"), ("ca_triplet", "1", "21.5")]
+    assert default.window_argument("ca_triplet") == "ca_triplet"
+
+
+def _window_sweep() -> Sweep:
+    variants = {
+        "ridge-ca": {"base": "ridge", "features": {"window": "ca_triplet"}},
+        "ridge-mix": {"base": "ridge", "features": {"window": ["na_8190", [8790, 8830]]}},
+    }
+    per_model = {"ridge-ca": {"noise": [1.0]}, "ridge-mix": {"noise": [1.0], "mag": ["21.5"]}}
+    config = small(model=["ridge", "ridge-ca", "ridge-mix"], per_model=per_model)
+    config["variants"] = variants
+    return Sweep.from_config(resolved(config))
+
+
+def _fake_window_references(root: Path, sweep: Sweep, loss: float = 0.1) -> None:
+    """Full-spectrum Bayes files and the windows' ceilings and Bayes files at the workflow's paths."""
+    for noise, mag in sweep.ceiling_cells:
+        write_bayes(root / BAYES.format(dataset=sweep.dataset, noise=noise, mag=mag), float(noise), mag, 0.8)
+    for w, noise, mag in sweep.window_cells:
+        label = json.dumps(sweep.windows[w]) if not isinstance(sweep.windows[w], str) else f'"{sweep.windows[w]}"'
+        at = dict(dataset=sweep.dataset, window=w, noise=noise, mag=mag)
+        write_ceiling(root / CEILING_WINDOW.format(**at), float(noise), mag, window=label, loss=loss)
+        write_bayes(root / BAYES_WINDOW.format(**at), float(noise), mag, 0.8 - loss, window=label)
+
+
+def test_collect_folds_each_windows_references_on_a_window_dim(tmp_path, capsys):
+    sweep = _window_sweep()
+    assert sweep.window_cells == [
+        ("ca_triplet", "1", "21.5"),
+        ("ca_triplet", "1", "22"),
+        ("na_8190+8790-8830", "1", "21.5"),
+    ]
+    assert sweep.window_argument("na_8190+8790-8830") == '["na_8190", [8790, 8830]]'
+    _fake_results(tmp_path, sweep)
+    _fake_window_references(tmp_path, sweep)
+    templates = dict(
+        bayes=str(tmp_path / BAYES),
+        window_ceilings=str(tmp_path / CEILING_WINDOW),
+        window_bayes=str(tmp_path / BAYES_WINDOW),
+    )
+    ds = sweep.collect(str(tmp_path / METRICS), str(tmp_path / CEILING), tmp_path / "ceiling/curves.nc", **templates)
+    assert list(ds.window.values) == ["ca_triplet", "na_8190+8790-8830"]
+    assert list(ds.model_window.values) == ["full", "ca_triplet", "na_8190+8790-8830"]
+    assert ds.window_ceiling_pop.dims == ("window", "noise", "mag")
+    assert ds.window_bayes_r2_snr_bin.dims == ("window", "noise", "mag", "snr_bin")
+    ca = ds.window_ceiling_pop.sel(window="ca_triplet")
+    np.testing.assert_allclose(ca.sel(noise=1.0).values, ds.ceiling_pop.sel(noise=1.0).values - 0.1)
+    assert np.isnan(ca.sel(noise=0.5).values).all()  # no window variant runs there
+    mix = ds.window_bayes_r2.sel(window="na_8190+8790-8830", noise=1.0)
+    assert float(mix.sel(mag="21.5")) == pytest.approx(0.7) and np.isnan(float(mix.sel(mag="22")))
+    assert "ca_triplet/ceiling" in json.loads(ds.attrs["window_provenance"])
+    # the same through `specscale collect`, and the cube file keeps them
+    out = tmp_path / "cube.nc"
+    argv = ["collect", "--config-json", json.dumps(sweep.config), "--metrics", str(tmp_path / METRICS)]
+    argv += ["--ceilings", str(tmp_path / CEILING), "--curves", str(tmp_path / "ceiling/curves.nc")]
+    argv += ["--bayes", templates["bayes"], "--window-ceilings", templates["window_ceilings"]]
+    argv += ["--window-bayes", templates["window_bayes"], "--out", str(out)]
+    assert cli_main(argv) == 0
+    assert "(and the references of 3 window cells)" in capsys.readouterr().out
+    cube = open_cube(out)
+    assert list(cube.model_window.values) == list(ds.model_window.values)
+    np.testing.assert_array_equal(cube.window_ceiling_pop.values, ds.window_ceiling_pop.values)
+
+
+def test_collect_refuses_a_window_reference_of_another_window(tmp_path, capsys):
+    sweep = _window_sweep()
+    _fake_results(tmp_path, sweep)
+    _fake_window_references(tmp_path, sweep)
+    stale = tmp_path / CEILING_WINDOW.format(dataset="d", window="ca_triplet", noise="1", mag="22")
+    write_ceiling(stale, 1.0, "22")  # a full-spectrum ceiling where the window's belongs
+    with pytest.raises(CubeError, match=r"noise1_mag22.nc: ceiling of window full, folded as window \"ca_triplet\""):
+        sweep.collect(
+            str(tmp_path / METRICS),
+            str(tmp_path / CEILING),
+            tmp_path / "ceiling/curves.nc",
+            bayes=str(tmp_path / BAYES),
+            window_ceilings=str(tmp_path / CEILING_WINDOW),
+            window_bayes=str(tmp_path / BAYES_WINDOW),
+        )

@@ -17,6 +17,7 @@ import re
 import h5py
 import numpy as np
 import pytest
+import xarray as xr
 from factories import metrics_record, write_cell
 from snakemake.utils import validate
 from test_workflow import REPO, TINY, planned, snakemake
@@ -460,3 +461,31 @@ def test_the_tiny_workflow_plans_variant_cells(tmp_path):
     assert "specscale train ridge-ca" in out and "--config results/configs/model/ridge-ca.yaml" in out
     vit_job = out[out.index("rule train_vit:") :].split("specscale train")[0]
     assert re.search(r"mem_mb=1234\b", vit_job) and re.search(r"cpus_per_gpu=2\b", vit_job), vit_job
+
+
+def test_a_window_variant_gets_its_own_ceiling_and_bayes_reference_in_the_sweep(tmp_path):
+    """The tiny sweep with a Ca II triplet variant: the window's Fisher ceiling and Bayes reference
+    (rules ceiling_window, bayes_window) on the same stars are in the cube, at most the full
+    spectrum's, and the report compares them."""
+    config = copy.deepcopy(TINY)
+    config["variants"] = {"ridge-ca": {"base": "ridge", "features": {"window": "ca_triplet"}}}
+    config["grid"]["model"] = ["ridge", "ridge-ca"]
+    config["grid"]["per_model"] = {"ridge-ca": {"n_train": [400]}}
+    proc = snakemake(tmp_path, "--cores", "2", config=config, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    results = tmp_path / "results"
+    log = (results / "logs/bayes_window/tiny/ca_triplet/noise1_mag21.5.log").read_text()
+    assert 'window "ca_triplet"' in log
+    assert (results / "benchmarks/ceiling_window/tiny/ca_triplet/noise1_mag21.5.tsv").exists()
+    with xr.open_dataset(results / "cube.nc", engine="h5netcdf") as cube:
+        assert list(cube.model_window.values) == ["full", "ca_triplet"]
+        cell = dict(noise=1.0, mag="21.5")
+        at = dict(window="ca_triplet", **cell)
+        window_pop, full_pop = float(cube.window_ceiling_pop.sel(**at)), float(cube.ceiling_pop.sel(**cell))
+        assert 0 < window_pop < full_pop
+        window_bayes, full_bayes = float(cube.window_bayes_r2.sel(**at)), float(cube.bayes_r2.sel(**cell))
+        errors = float(cube.window_bayes_r2_err.sel(**at)) + float(cube.bayes_r2_err.sel(**cell))
+        assert window_bayes <= full_bayes + 2 * errors
+    report = (results / "report.md").read_text()
+    assert "## What a window carries" in report
+    assert re.search(r"\| ca_triplet \| 1 \| 21.5 \| 0\.\d{3} / 0\.\d{3} \|", report), report

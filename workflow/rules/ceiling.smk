@@ -24,9 +24,10 @@ rule ceiling:
             if config["grid"]["ceiling"].get("stars")
             else ""
         ),
+        window="",
     shell:
         "specscale fisher --data {input.data:q} --noise {wildcards.noise} --mag {wildcards.mag}"
-        " {params.stars} --config {input.config:q} --threads {threads} --out {output:q}"
+        " {params.stars} {params.window} --config {input.config:q} --threads {threads} --out {output:q}"
         " > {log:q} 2>&1"
 
 
@@ -54,6 +55,23 @@ rule ceiling_curves:
         "specscale fisher-curves --data {input.data:q} --noise {params.noise} --mag {params.mag}"
         " --stars {params.stars} --config {input.config:q} --threads {threads} --out {output:q}"
         " > {log:q} 2>&1"
+
+
+# A window variant's own ceiling: the information its pixels alone hold, on the same test stars.
+use rule ceiling as ceiling_window with:
+    output:
+        CEILING_WINDOW,
+    log:
+        f"{LOGS}/ceiling_window/{{dataset}}/{{window}}/noise{{noise}}_mag{{mag}}.log",
+    benchmark:
+        f"{BENCH}/ceiling_window/{{dataset}}/{{window}}/noise{{noise}}_mag{{mag}}.tsv"
+    params:
+        stars=lambda wildcards: (
+            f"--stars {config['grid']['ceiling']['stars']}"
+            if config["grid"]["ceiling"].get("stars")
+            else ""
+        ),
+        window=window_option,
 
 
 # The log g information per wavelength chunk of one cell (the information figure): each chunk's
@@ -108,7 +126,22 @@ rule bayes:
     params:
         stars=SWEEP.bayes_stars,
         samples=config["grid"]["bayes"]["samples"],
+        window="",
     shell:
         "specscale bayes --data {input.data:q} --noise {wildcards.noise} --mag {wildcards.mag}"
-        " --stars {params.stars} --samples {params.samples} --threads {threads} --out {output:q}"
-        " > {log:q} 2>&1"
+        " --stars {params.stars} --samples {params.samples} {params.window} --threads {threads}"
+        " --out {output:q} > {log:q} 2>&1"
+
+
+# A window variant's own Bayes reference: the posterior mean from its pixels alone, same stars.
+use rule bayes as bayes_window with:
+    output:
+        BAYES_WINDOW,
+    log:
+        f"{LOGS}/bayes_window/{{dataset}}/{{window}}/noise{{noise}}_mag{{mag}}.log",
+    benchmark:
+        f"{BENCH}/bayes_window/{{dataset}}/{{window}}/noise{{noise}}_mag{{mag}}.tsv"
+    params:
+        stars=SWEEP.bayes_stars,
+        samples=config["grid"]["bayes"]["samples"],
+        window=window_option,

@@ -9,6 +9,8 @@ rule collect:
         metrics=[cell_path(c, "metrics.json") for c in SWEEP.cells],
         ceilings=ceiling_files(),
         bayes=bayes_files(),
+        window_ceilings=window_files(CEILING_WINDOW),
+        window_bayes=window_files(BAYES_WINDOW),
         curves=CURVES.format(dataset=SWEEP.dataset),
     output:
         CUBE,
@@ -27,8 +29,11 @@ rule collect:
         metrics=lambda wildcards: f"{CELL}/metrics.json",
         ceilings=lambda wildcards: CEILING,
         bayes=lambda wildcards: BAYES,
+        window_ceilings=lambda wildcards: CEILING_WINDOW,
+        window_bayes=lambda wildcards: BAYES_WINDOW,
     shell:
         "specscale collect --config-json {params.config:q} --metrics {params.metrics:q}"
         " --ceilings {params.ceilings:q} --bayes {params.bayes:q} --curves {input.curves:q}"
+        " --window-ceilings {params.window_ceilings:q} --window-bayes {params.window_bayes:q}"
         " --out {output:q}"
         " > {log:q} 2>&1"

@@ -34,6 +34,10 @@ CELL = (
 )
 CEILING = f"{R}/ceiling/{{dataset}}/noise{{noise}}_mag{{mag}}.nc"
 BAYES = f"{R}/bayes/{{dataset}}/noise{{noise}}_mag{{mag}}.nc"
+CEILING_WINDOW = (
+    f"{R}/ceiling/{{dataset}}/window_{{window}}/noise{{noise}}_mag{{mag}}.nc"
+)
+BAYES_WINDOW = f"{R}/bayes/{{dataset}}/window_{{window}}/noise{{noise}}_mag{{mag}}.nc"
 CURVES = f"{R}/ceiling/{{dataset}}/curves.nc"
 INFORMATION = f"{R}/ceiling/{{dataset}}/information.nc"
 CUBE = f"{R}/cube.nc"
@@ -54,6 +58,7 @@ wildcard_constraints:
     model=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     n_train=r"[0-9]+",
     seed=r"[0-9]+",
+    window=alternatives(SWEEP.windows),
 
 
 # ---------------------------------------------------------------- inputs
@@ -91,6 +96,20 @@ def bayes_files():
     ]
 
 
+def window_files(template):
+    """A window reference file (CEILING_WINDOW, BAYES_WINDOW) of every window cell: the
+    (noise, mag) cells where a variant with that window runs."""
+    return [
+        template.format(dataset=SWEEP.dataset, window=w, noise=n, mag=m)
+        for w, n, m in SWEEP.window_cells
+    ]
+
+
+def window_option(wildcards):
+    """``--window SPEC`` of a window reference job (the spec: a name or JSON), shell-quoted."""
+    return f"--window {shlex.quote(SWEEP.window_argument(wildcards.window))}"
+
+
 def ceiling_of_cell(wildcards):
     """The ceiling of a ViT cell, logged to W&B beside its R^2. ancient(): a recomputed ceiling
     does not retrain the model (the cube reads the ceiling files themselves)."""
@@ -111,6 +130,8 @@ def final_outputs():
         [cell_path(c, "metrics.json") for c in SWEEP.cells]
         + ceiling_files()
         + bayes_files()
+        + window_files(CEILING_WINDOW)
+        + window_files(BAYES_WINDOW)
         + [CUBE, REPORT]
         + [f"{PLOTS}/{f}.{ext}" for f in FIGURES for ext in ("png", "pdf")]
     )

@@ -43,6 +43,14 @@ def register(sub) -> None:
     p.add_argument(
         "--bayes", help="path template of a cell's Bayes reference file (specscale bayes), with {dataset} {noise} {mag}"
     )
+    p.add_argument(
+        "--window-ceilings",
+        help="path template of a window's ceiling file (specscale fisher --window): {dataset} {window} {noise} {mag}",
+    )
+    p.add_argument(
+        "--window-bayes",
+        help="path template of a window's Bayes reference file (specscale bayes --window), same fields",
+    )
     p.add_argument("--out", required=True, help="output cube .nc file")
     p.set_defaults(func=cmd_collect)
 
@@ -137,10 +145,19 @@ def cmd_collect(args) -> int:
 
     t0 = time.perf_counter()
     sweep = Sweep.from_config(_json_mapping(args.config_json, "--config-json"))
-    ds = sweep.collect(args.metrics, args.ceilings, args.curves, bayes=args.bayes)
+    ds = sweep.collect(
+        args.metrics,
+        args.ceilings,
+        args.curves,
+        bayes=args.bayes,
+        window_ceilings=args.window_ceilings,
+        window_bayes=args.window_bayes,
+    )
     write_cube(ds, args.out)
     print(
-        f"collected {len(sweep.cells)} cells and {len(sweep.ceiling_cells)} ceilings into {args.out} "
+        f"collected {len(sweep.cells)} cells and {len(sweep.ceiling_cells)} ceilings"
+        + (f" (and the references of {len(sweep.window_cells)} window cells)" if sweep.window_cells else "")
+        + f" into {args.out} "
         f"in {time.perf_counter() - t0:.2f} s"
     )
     return 0

@@ -10,7 +10,8 @@ FIGURES = {
         "Seed mean (line) and seed range (band) of test R^2 per model; black line and band: the Bayes "
         "posterior-mean reference ± its error (what no estimator beats on average); light grey: the "
         "unbiased bounds (Fisher/CRLB, population solid, median dotted), which a shrinking regressor "
-        "may beat; dash-dot: reference models. Without a Bayes reference in the cube only the unbiased "
+        "may beat; dash-dot: reference models; dashed, in a window variant's colour: the Bayes reference "
+        "of that window's pixels alone. Without a Bayes reference in the cube only the unbiased "
         "bounds are drawn.",
     ),
     "ceiling_curves": (

@@ -119,6 +119,18 @@ def _reference_lines(ax, ds: xr.Dataset, noise, mag) -> None:
         ax.axhline(bayes, color="k", lw=1.6, label=BAYES)
 
 
+def _window_reference_lines(ax, ds: xr.Dataset, noise, mag, colors) -> None:
+    """Each window's own Bayes reference in the cell (dashed, the colour of its first model): the
+    ceiling of the variants that see only that window."""
+    if "window_bayes_r2" not in ds:
+        return
+    for window in ds.window.values.tolist():
+        value = float(ds.window_bayes_r2.sel(window=window, noise=noise, mag=mag))
+        models = [m for m, w in zip(ds.model.values.tolist(), ds.model_window.values.tolist()) if w == window]
+        if np.isfinite(value) and models:
+            ax.axhline(value, color=colors[models[0]], lw=1.2, ls="--", label=f"Bayes reference, {window} only")
+
+
 def _placeholder(text: str, size=(6.0, 2.4)):
     """A figure that says why there is nothing to draw (so every figure of FIGURES exists)."""
     fig, ax = plt.subplots(figsize=size, constrained_layout=True)
@@ -139,6 +151,7 @@ def scaling_figure(ds: xr.Dataset):
             ax = axes[i, j]
             cell = ds.sel(noise=noise, mag=mag)
             _reference_lines(ax, ds, noise, mag)
+            _window_reference_lines(ax, ds, noise, mag, colors)
             for model in ds.model.values.tolist():
                 r2 = cell.r2.sel(model=model)
                 has = cell.done.sel(model=model).any("seed").values

@@ -148,6 +148,7 @@ def collect(
     attrs: Mapping | None = None,
     hypotheses: Sequence[Hypothesis] = (),
     bayes: Mapping[tuple[float, str], str | Path] | None = None,
+    windows: WindowReferences | None = None,
 ) -> xr.Dataset:
     """Build the cube from (cell, metrics.json path) pairs (``bayes``: (noise, mag label) to a
     ``specscale bayes`` file, folded as bayes_*(noise, mag[, snr_bin]) by :func:`_fold_bayes`).
@@ -156,7 +157,10 @@ def collect(
     models in order of appearance); ``ceilings`` maps (noise, mag label) to a ``specscale fisher``
     netCDF file; ``curves`` is a ``specscale fisher-curves`` file; ``attrs`` are extra global
     attributes (dicts/lists are JSON-encoded); ``hypotheses`` (``specscale.sweep.hypotheses``) are
-    evaluated from the cells' predictions.h5 into hyp_*(hypothesis, noise, mag, n_train)."""
+    evaluated from the cells' predictions.h5 into hyp_*(hypothesis, noise, mag, n_train);
+    ``windows`` (:class:`WindowReferences`) adds the window variants' own references as
+    window_ceiling_*(window, noise, mag[, snr_bin]) and window_bayes_* and the coordinate
+    model_window(model) (:func:`_fold_windows`)."""
     cells = [(c, Path(p)) for c, p in cells]
     axes = {k: list(v) for k, v in (axes or _axes_from(c for c, _ in cells)).items()}
     index = {dim: {v: i for i, v in enumerate(axes[dim])} for dim in DIMS}
@@ -236,6 +240,8 @@ def collect(
         ds, global_attrs["ceiling_provenance"] = _fold_ceilings(ds, ceilings, set(dataset_ids))
     if bayes:
         ds, global_attrs["bayes_provenance"] = _fold_bayes(ds, bayes, set(dataset_ids))
+    if windows is not None:
+        ds, global_attrs["window_provenance"] = _fold_windows(ds, windows, set(dataset_ids))
     if curves:
         ds, global_attrs["curves_provenance"] = _fold_curves(ds, curves, set(dataset_ids))
     if hypotheses:
@@ -394,6 +400,82 @@ def _fold_bayes(ds: xr.Dataset, files: Mapping[tuple[float, str], str | Path], d
     return ds, attrs
 
 
+def _fold_windows(ds: xr.Dataset, refs: WindowReferences, dataset_ids: set[str]):
+    """Add each window's own references, folded per window like the full-spectrum ones
+    (:func:`_fold_ceilings`, :func:`_fold_bayes`, the same checks) and stacked on a ``window`` dim:
+    window_ceiling_*(window, noise, mag[, snr_bin]), window_bayes_*; NaN where a window has no
+    reference. A file computed with another window than its id's is an error (stale file). Adds
+    the coordinate model_window(model) and window_label(window). Returns (ds, attrs per file)."""
+    ids = list(refs.labels)
+    base = xr.Dataset(coords={k: ds.coords[k] for k in ("noise", "mag", "snr_bin", "snr_bin_lo", "snr_bin_hi")})
+    folded, attrs = [], {}
+    for wid in ids:
+        part = base.copy()
+        for kind, files, fold in (
+            ("ceiling", refs.ceilings, _fold_ceilings),
+            ("Bayes reference", refs.bayes, _fold_bayes),
+        ):
+            mine = {(n, m): Path(p) for (w, n, m), p in files.items() if w == wid}
+            for path in mine.values():
+                label = _load_netcdf(path, kind).attrs.get("window", "full")
+                if label != refs.labels[wid]:
+                    expected = refs.labels[wid]
+                    raise CubeError(f"{path}: {kind} of window {label}, folded as window {expected} (stale file?)")
+            if mine:
+                part, meta = fold(part, mine, dataset_ids)
+                attrs[f"{wid}/{kind}"] = meta
+        folded.append(part)
+    names = sorted({name for part in folded for name in part.data_vars if name != "bayes_n_stars"})
+    for name in names:
+        template = next(part[name] for part in folded if name in part)
+        stack = np.stack([part[name].values if name in part else np.full(template.shape, np.nan) for part in folded])
+        ds[f"window_{name}"] = (("window",) + template.dims, stack)
+        ds[f"window_{name}"].attrs.update(template.attrs)
+    if names:
+        ds = ds.assign_coords(window=("window", np.asarray(ids, dtype=object)))
+        ds = ds.assign_coords(window_label=("window", np.asarray([refs.labels[w] for w in ids], dtype=object)))
+    models = [str(m) for m in ds.model.values]
+    windows = np.asarray([refs.models.get(m, "full") for m in models], dtype=object)
+    ds = ds.assign_coords(model_window=("model", windows))
+    ds["model_window"].attrs["long_name"] = "the window of the model's inputs (full: every pixel)"
+    return ds, attrs
+
+
+def window_rows(ds: xr.Dataset) -> list[dict]:
+    """What each window carries, per (window, noise, mag) cell with a window reference: the
+    window's population ceiling and Bayes reference beside the full spectrum's (same stars), and
+    the best model on the window and on the full spectrum (seed-mean R^2 at their largest size)."""
+    if "window" not in ds.dims:
+        return []
+    ends = endpoints(ds, "r2")["mean"]
+    refs = set(reference_models(ds))
+    rows = []
+    for w in ds.window.values:
+        models = [m for m, mw in zip(ds.model.values, ds.model_window.values) if mw == w and m not in refs]
+        full = [m for m, mw in zip(ds.model.values, ds.model_window.values) if mw == "full" and m not in refs]
+        for noise in ds.noise.values:
+            for mag in ds.mag.values:
+                at = dict(noise=noise, mag=mag)
+                row = {"window": str(w), "noise": float(noise), "mag": str(mag)}
+                for name in ("ceiling_pop", "bayes_r2", "bayes_r2_err"):
+                    row[f"window_{name}"] = _value(ds, f"window_{name}", window=w, **at)
+                    row[name] = _value(ds, name, **at)
+                if all(math.isnan(row[f"window_{n}"]) for n in ("ceiling_pop", "bayes_r2")):
+                    continue
+                for key, group in (("window_best", models), ("full_best", full)):
+                    r2 = {m: float(ends.sel(model=m, **at)) for m in group}
+                    r2 = {m: v for m, v in r2.items() if not math.isnan(v)}
+                    best = max(r2, key=r2.get) if r2 else None
+                    row[f"{key}_model"], row[f"{key}_r2"] = best, (r2[best] if best else math.nan)
+                rows.append(row)
+    return rows
+
+
+def _value(ds: xr.Dataset, name: str, **at) -> float:
+    """A scalar of the cube at ``at`` (NaN when the variable is absent)."""
+    return float(ds[name].sel(**at)) if name in ds else math.nan
+
+
 def _check_ceiling_cell(attrs: Mapping, path: Path, noise: float, mag: str) -> None:
     """The (noise, mag) cell a ceiling file says it is (attributes noise, mag, as ``specscale
     fisher`` writes them) must be the cell it is folded into."""
@@ -455,6 +537,19 @@ def open_cube(path: str | Path) -> xr.Dataset:
     if ds.attrs.get("schema") != CUBE_SCHEMA:
         raise CubeError(f"{path}: not a specscale cube (schema {ds.attrs.get('schema')!r})")
     return ds
+
+
+@dataclass(frozen=True)
+class WindowReferences:
+    """The references of the windows the sweep's variants use: ``labels`` window id -> the window
+    as the reference files' ``window`` attribute spells it (``specscale.ceiling.fisher.window_label``),
+    ``models`` model -> its window id ("full": every pixel), ``ceilings`` and ``bayes`` (window id,
+    noise, mag label) -> a ``specscale fisher`` / ``specscale bayes`` file computed with that window."""
+
+    labels: Mapping[str, str]
+    models: Mapping[str, str]
+    ceilings: Mapping[tuple[str, float, str], str | Path]
+    bayes: Mapping[tuple[str, float, str], str | Path]
 
 
 def json_attr(ds: xr.Dataset, name: str, default=None):

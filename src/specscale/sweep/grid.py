@@ -23,7 +23,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from specscale.ceiling.fisher import FisherConfig
+from specscale.ceiling.fisher import FisherConfig, window_label
 from specscale.core.config import ConfigError, config_hash, from_dict, section
 from specscale.core.files import unsafe_path
 from specscale.core.vocab import MagCell
@@ -41,7 +41,7 @@ from specscale.models.registry import (
 )
 from specscale.sim.instrument import Instrument
 from specscale.sweep.cell import TRACKED
-from specscale.sweep.cube import DEFAULT_REFERENCES, Cell, collect, mag_order
+from specscale.sweep.cube import DEFAULT_REFERENCES, Cell, WindowReferences, collect, mag_order
 from specscale.sweep.hypotheses import check_hypotheses
 from specscale.sweep.tracking import WandbConfig
 
@@ -76,6 +76,16 @@ class DatasetInfo:
     n_train: int
     n_test: int
     check_mag: Callable[[MagCell], None]
+
+
+def window_id(spec) -> str:
+    """The path and coordinate form of a window spec: "full" (None or "full"), its name, names
+    and ranges joined by "+" (a range [lo, hi] in Angstrom as "lo-hi")."""
+    if spec is None or spec == "full":
+        return "full"
+    items = [spec] if isinstance(spec, str) else list(spec)
+    parts = [item if isinstance(item, str) else "-".join(f"{float(v):g}" for v in item) for item in items]
+    return "+".join(parts)
 
 
 def simulation_sections(config: Mapping, name: str) -> dict[str, dict]:
@@ -391,6 +401,45 @@ class Sweep:
         ceiling cell."""
         return ("1", "20.5-22.5") if ("1", "20.5-22.5") in self.ceiling_cells else self.ceiling_cells[0]
 
+    @cached_property
+    def model_windows(self) -> dict[str, str]:
+        """The window id (:func:`window_id`) of every model of the cube: "full" for those that see
+        every pixel, else its variant's window."""
+        out = {}
+        for model in self.cube_axes["model"]:
+            _, _, features = resolve_model(model, self.config)
+            out[model] = window_id(None if features is None else features.window)
+        return out
+
+    @cached_property
+    def windows(self) -> dict[str, Any]:
+        """Window id -> window spec, for every window a model of the grid uses other than the
+        full spectrum, in grid order."""
+        out = {}
+        for model in self.cube_axes["model"]:
+            _, _, features = resolve_model(model, self.config)
+            wid = self.model_windows[model]
+            if wid != "full":
+                out.setdefault(wid, features.window)
+        return out
+
+    def window_argument(self, window: str) -> str:
+        """The ``--window`` argument of a window's references: its name, or its spec as JSON."""
+        spec = self.windows[window]
+        return spec if isinstance(spec, str) else json.dumps(spec)
+
+    @cached_property
+    def window_cells(self) -> list[tuple[str, str, str]]:
+        """(window id, noise, mag) of every window's own references (Fisher ceiling, Bayes
+        reference): the (noise, mag) cells where a model of that window runs, so "window vs full
+        spectrum" is compared with its own ceiling on the same stars."""
+        cells = {(self.model_windows[c["model"]], c["noise"], c["mag"]) for c in self.cells}
+        order = {w: i for i, w in enumerate(self.windows)}
+        return sorted(
+            (c for c in cells if c[0] != "full"),
+            key=lambda c: (order[c[0]], float(c[1]), mag_order(c[2])),
+        )
+
     @property
     def bayes_stars(self) -> int:
         """Test stars of the Bayes reference of each ceiling cell: ``grid.bayes.stars``, default
@@ -460,13 +509,23 @@ class Sweep:
             attrs["variants"] = {m: json.loads(json.dumps(variant_definition(m, self.config))) for m in variants}
         return attrs
 
-    def collect(self, metrics: str, ceilings: str, curves: str | Path, bayes: str | None = None):
+    def collect(
+        self,
+        metrics: str,
+        ceilings: str,
+        curves: str | Path,
+        bayes: str | None = None,
+        window_ceilings: str | None = None,
+        window_bayes: str | None = None,
+    ):
         """The scaling cube of this sweep (an xarray Dataset; ``specscale.sweep.cube.collect``).
 
         ``metrics`` is the path template of a cell's metrics.json (fields dataset, noise, mag,
         model, n_train, seed, as in the workflow's paths), ``ceilings`` that of a (noise, mag)
         cell's ceiling file (dataset, noise, mag); ``curves`` is the ceiling curves file;
-        ``bayes`` (optional) the path template of a (noise, mag) cell's Bayes reference file."""
+        ``bayes`` (optional) the path template of a (noise, mag) cell's Bayes reference file;
+        ``window_ceilings`` and ``window_bayes`` (optional) those of a window's own references
+        (fields dataset, window, noise, mag) at its :attr:`window_cells`."""
         cells = [
             (Cell(float(c["noise"]), c["mag"], c["model"], c["n_train"], c["seed"]), metrics.format(**c))
             for c in self.cells
@@ -482,4 +541,25 @@ class Sweep:
             bayes=None
             if bayes is None
             else {(float(n), m): bayes.format(dataset=self.dataset, noise=n, mag=m) for n, m in self.ceiling_cells},
+            windows=self._window_references(window_ceilings, window_bayes),
+        )
+
+    def _window_references(self, ceilings: str | None, bayes: str | None) -> WindowReferences | None:
+        """The window references of :meth:`collect` (None without window cells or templates)."""
+        if not self.window_cells or (ceilings is None and bayes is None):
+            return None
+
+        def files(template):
+            if template is None:
+                return {}
+            return {
+                (w, float(n), m): template.format(dataset=self.dataset, window=w, noise=n, mag=m)
+                for w, n, m in self.window_cells
+            }
+
+        return WindowReferences(
+            labels={w: window_label(spec) for w, spec in self.windows.items()},
+            models=dict(self.model_windows),
+            ceilings=files(ceilings),
+            bayes=files(bayes),
         )
