@@ -2,6 +2,12 @@
 float32 bytes in the same run, and peak memory for two dataset sizes (it must not grow with N).
 
     .venv/bin/python benchmarks/bench_simulate.py [--n 16384] [--out benchmarks/RESULTS-data.md]
+    .venv/bin/python benchmarks/bench_simulate.py --versions [--n 2048] [--rounds 3]
+
+``--versions``: simulator version 2 against version 1 in the same run (interleaved rounds, best
+of each): noiseless spectra per second (float32, the simulate batches of 128) and Jacobian
+(float64, ``.jacobian()``, batches of 128) stars per second, and their ratios; written as a
+section of benchmarks/RESULTS-simulator.md and of RESULTS-data.md.
 
 Runs single-threaded (torch and BLAS pinned to one core) so the number is per core.
 """
@@ -58,14 +64,73 @@ def _child(n: int) -> None:
     )
 
 
+def _versions(n: int, rounds: int, cfg_v2: dict) -> None:
+    """Version 2 against version 1, same process, interleaved rounds (best of each)."""
+    import torch
+    from _common import write_section
+
+    from specscale.sim.atmosphere_v2 import atmosphere_config, make_atmosphere
+
+    torch.set_num_threads(1)
+    models = {1: make_atmosphere(atmosphere_config({})), 2: make_atmosphere(atmosphere_config(cfg_v2))}
+    rng = np.random.default_rng(0)
+    lo, hi = np.array([3750.0, 1.0, -2.5, -0.25]), np.array([6000.0, 5.0, 0.75, 0.5])
+    theta = torch.as_tensor(lo + rng.random((n, 4)) * (hi - lo))
+    best = {(v, k): float("inf") for v in models for k in ("spec", "jac")}
+    for m in models.values():  # warm-up: templates, sparse maps, reference stars
+        m.spectrum(theta[:128].float()), m.jacobian(theta[:8])
+    for _ in range(rounds):
+        for v, m in models.items():
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                for i in range(0, n, 128):
+                    m.spectrum(theta[i : i + 128].float())
+            t1 = time.perf_counter()
+            for i in range(0, n // 4, 128):
+                m.jacobian(theta[i : i + 128])
+            t2 = time.perf_counter()
+            best[v, "spec"] = min(best[v, "spec"], (t1 - t0) / n)
+            best[v, "jac"] = min(best[v, "jac"], (t2 - t1) / (n // 4))
+    load = os.getloadavg()[0]
+    lines = [
+        f"Simulator version 2 ({cfg_v2}) against version 1, same run ({time.strftime('%Y-%m-%d %H:%M')}, "
+        f"`{os.uname().nodename}`, one thread, load average {load:.1f} at the end; best of {rounds} interleaved "
+        f"rounds; {n} spectra, {n // 4} Jacobians, lowT prior):",
+        "",
+        "| quantity | version 1 | version 2 | time ratio v2 / v1 |",
+        "|---|---|---|---|",
+        f"| noiseless spectra/s (float32, batches of 128) | {1 / best[1, 'spec']:,.0f} | {1 / best[2, 'spec']:,.0f} "
+        f"| {best[2, 'spec'] / best[1, 'spec']:.2f} |",
+        f"| Jacobian stars/s (float64, 4 parameters) | {1 / best[1, 'jac']:,.0f} | {1 / best[2, 'jac']:,.0f} "
+        f"| {best[2, 'jac'] / best[1, 'jac']:.2f} |",
+        "",
+        "Target: version 2 within 1.5x of version 1 (the issue). The shared machine's other jobs add noise.",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    here = Path(__file__).parent
+    write_section("simulator-versions", text, here / "RESULTS-simulator.md")
+    write_section("simulator-versions", text, here / "RESULTS-data.md")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=16384)
     ap.add_argument("--out", default=str(Path(__file__).with_name("RESULTS-data.md")))
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--versions", action="store_true", help="version 2 against version 1 (see the docstring)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--config", help="YAML whose atmosphere: section is version 2's (default: config/config.yaml's)")
     args = ap.parse_args()
     if args.child:
         return _child(args.child)
+    if args.versions:
+        import yaml
+
+        cfg_path = Path(args.config) if args.config else Path(__file__).parents[1] / "config" / "config.yaml"
+        atm = dict((yaml.safe_load(cfg_path.read_text()) or {}).get("atmosphere") or {})
+        atm["version"] = 2
+        return _versions(min(args.n, 4096) if args.n == 16384 else args.n, args.rounds, atm)
 
     # throughput, in fresh processes (no warm caches shared), and peak RSS at N and 4N
     runs = []
@@ -101,7 +166,10 @@ def main() -> None:
         "row is the difference of the two runs, which removes it. Machine idle apart from this script.",
     ]
     text = "\n".join(lines) + "\n"
-    Path(args.out).write_text(text)
+    out = Path(args.out)
+    old = out.read_text() if out.exists() else ""
+    keep = old[old.index("<!-- simulator-versions:start -->") :] if "<!-- simulator-versions:start -->" in old else ""
+    out.write_text(text + ("\n" + keep if keep else ""))  # keep the --versions section
     print(text)
 
 

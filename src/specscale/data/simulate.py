@@ -36,11 +36,12 @@ from specscale.core.files import atomic_write, remove_stale_temps, writer_lock
 from specscale.core.hardware import resolve_device
 from specscale.core.vocab import LABELS, PRIORS, SPLIT_CODE, SPLITS
 from specscale.data.sources import SYNTHETIC_FORMAT
-from specscale.sim.atmosphere import AtmosphereConfig, SyntheticAtmosphere
+from specscale.sim.atmosphere import AtmosphereConfig
+from specscale.sim.atmosphere_v2 import AtmosphereV2Config, atmosphere_config, make_atmosphere, simulator_version
 from specscale.sim.observe import ObservingConfig
 
 FORMAT_VERSION = 1
-SIMULATOR_VERSION = "1.0"
+SIMULATOR_VERSION = "1.0"  # atmosphere version 1; version 2 writes "2.0" (sim.atmosphere_v2)
 BLOCK = 4096
 
 
@@ -77,14 +78,15 @@ class SimulationConfig:
 
 
 def simulation_configs(config: dict, **overrides):
-    """(SimulationConfig, ObservingConfig, AtmosphereConfig) from a loaded config dict plus
-    command-line overrides (None values are ignored)."""
+    """(SimulationConfig, ObservingConfig, AtmosphereConfig or AtmosphereV2Config by
+    ``atmosphere.version``) from a loaded config dict plus command-line overrides (None values
+    are ignored)."""
     sim = dict(section(config, "simulation"))
     sim.update({k: v for k, v in overrides.items() if v is not None})
     return (
         from_dict(SimulationConfig, sim, "simulation"),
         from_dict(ObservingConfig, section(config, "observation"), "observation"),
-        from_dict(AtmosphereConfig, section(config, "atmosphere"), "atmosphere"),
+        atmosphere_config(section(config, "atmosphere"), "atmosphere"),
     )
 
 
@@ -116,7 +118,7 @@ def simulate(
     out,
     sim: SimulationConfig,
     obs: ObservingConfig | None = None,
-    atm: AtmosphereConfig | None = None,
+    atm: AtmosphereConfig | AtmosphereV2Config | None = None,
     progress: bool = True,
 ) -> str:
     """Simulate train/val/test and write ``out``; returns the content hash."""
@@ -131,8 +133,8 @@ def simulate(
         return _simulate(out, sim, obs, atm, progress)
 
 
-def _simulate(out: Path, sim: SimulationConfig, obs: ObservingConfig, atm: AtmosphereConfig, progress: bool) -> str:
-    model = SyntheticAtmosphere(atm)
+def _simulate(out: Path, sim: SimulationConfig, obs: ObservingConfig, atm, progress: bool) -> str:
+    model = make_atmosphere(atm)
     device = torch.device(resolve_device(sim.device, "simulation.device"))
     wave = model.instrument.wave
     config = {"simulation": to_jsonable(sim), "observation": to_jsonable(obs), "atmosphere": to_jsonable(atm)}
@@ -186,7 +188,7 @@ def _simulate(out: Path, sim: SimulationConfig, obs: ObservingConfig, atm: Atmos
                     "config": json.dumps(config, sort_keys=True),
                     "config_hash": config_hash(config),
                     "seed": sim.seed,
-                    "simulator_version": f"{SIMULATOR_VERSION}+atm.{config_hash(config['atmosphere'])}",
+                    "simulator_version": f"{simulator_version(atm)}+atm.{config_hash(config['atmosphere'])}",
                     "specscale_version": __version__,
                     "content_hash": content_hash,
                     "label_names": ",".join(LABELS),

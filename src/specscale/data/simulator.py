@@ -5,20 +5,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from specscale.core.config import from_dict
 from specscale.core.vocab import LABELS, PRIORS
 from specscale.data.sources import DataError, Source
-from specscale.sim.atmosphere import AtmosphereConfig, SyntheticAtmosphere
+from specscale.sim.atmosphere import SyntheticAtmosphere
+from specscale.sim.atmosphere_v2 import atmosphere_config, make_atmosphere
 
 
 def simulator_of(source: Source) -> SyntheticAtmosphere:
-    """The simulator that wrote a synthetic dataset (its stored ``atmosphere`` config)."""
+    """The simulator that wrote a synthetic dataset (its stored ``atmosphere`` config; version 1
+    when it has no ``version`` key, as every file written before version 2 existed)."""
     cfg = getattr(source, "config", None)
     if not isinstance(cfg, dict) or "atmosphere" not in cfg:
         raise DataError(
             f"{source.path}: no simulator config in this source (only specscale synthetic datasets have one)"
         )
-    return SyntheticAtmosphere(from_dict(AtmosphereConfig, cfg["atmosphere"], f"{source.path}: atmosphere"))
+    return make_atmosphere(atmosphere_config(cfg["atmosphere"], f"{source.path}: atmosphere"))
 
 
 def check_resimulated(

@@ -1,0 +1,493 @@
+"""Simulator version 2: a synthetic atmosphere with per-line Saha-Boltzmann physics.
+
+Same interface, grid, continuum, instrument stages and Jacobian machinery as version 1
+(:mod:`specscale.sim.atmosphere`, still selectable: ``atmosphere: {version: 1}`` or no ``version``
+key), but the line opacity comes from a small LTE photosphere evaluated per star, line by line.
+Select it with ``atmosphere: {version: 2, ...}``. All steps are smooth in (Teff, log g, [M/H],
+[alpha/M]) over the whole prior (no clamps, no table look-ups; iterations have a fixed count).
+
+1. **One-layer photosphere** at the line-forming temperature T = ``t_form`` Teff
+   (theta = 5040 / T). Electron pressure P_e and hydrogen pressure P_H follow from
+   - hydrostatic equilibrium with an H- continuum, P_g ~ g / kappa, and the H- opacity per H atom
+     kappa ~ P_e theta^(5/2) 10^(0.754 theta) (Gray ch. 8-9: the H- bound-free Saha factor), so
+     ln P_H = ``ln_p0`` + ln g_eff - ln P_e - h(theta), P_H = P_g / 1.1 (helium);
+   - charge conservation with 16 electron donors (H, C, N, O, Na, Mg, Al, Si, K, Ca, Ti, V, Cr, Mn,
+     Fe, Ni), each ionised according to the Saha equation (Gray eq. 1.20-1.23),
+         N_II / N_I = Phi_j(T) / P_e,  Phi_j = 0.6665 (u_II/u_I) T^(5/2) 10^(-theta chi_ion,j),
+     P_e = P_H sum_j A_j Phi_j / (P_e + Phi_j),
+   solved for ln P_e by 8 Newton steps from a smooth guess (the derivative is in [2, 3], so the
+   iterate converges fast and stays smooth). In the weakly ionised limit this is Gray's
+   P_g ~ g^(2/3) Z^(-1/3), P_e ~ g^(1/3) Z^(1/3); metal-poor warm stars get their electrons from
+   hydrogen, so there P_e no longer follows Z, and the gravity response changes over the prior.
+   ``gravity_scale`` multiplies log g - 2.5 inside g_eff (and in the turbulence law).
+2. **Per-line populations and strengths.** Each line (weak pseudo-lines and the 45 strong lines)
+   has its own species, stage (I/II), lower excitation potential chi (eV, continuous) and
+   reference strength. Line-to-continuum opacity (Gray eq. 16.x, ell/kappa):
+       S ~ A_X 10^([M/H] + alpha [alpha/M]) f_stage(P_e, T) 10^(-theta chi) / (P_e theta^(5/2) 10^(0.754 theta)),
+   f_I = P_e / (P_e + Phi), f_II = Phi / (P_e + Phi) (Saha), 10^(-theta chi) (Boltzmann, constant
+   partition functions). So a neutral line of a mostly ionised species is gravity-blind, the same
+   line where its species is mostly neutral (cool dwarfs) weakens as 1/P_e, ion lines strengthen
+   in giants - the ionisation balance moves line by line with Teff, log g and [M/H]. Strengths are
+   normalised per line at a reference star (4500 K, 2.5, 0, 0): log gf is implied by
+   ``log_s_ref`` (drawn from N(>S) ~ S^-``s_slope`` between ``s_min`` and ``s_max`` A).
+3. **Curve of growth.** Each weak line's optical depth on the fine grid is
+   S [ G_sigma(x) + gamma L(x) ], a Gaussian core (intrinsic + turbulent width, as in version 1)
+   plus a damping wing L(x) = 1 / (pi (x^2 + x_c^2)) (the Voigt far wing gamma / (pi x^2)) within
+   +- ``wing_half_A``; f = exp(-tau) then saturates: equivalent widths grow linearly with S for
+   weak lines, logarithmically when the core saturates, as sqrt(S gamma) on the damping part
+   (Gray ch. 16). Strong lines use pseudo-Voigt profiles as in version 1.
+4. **Damping per line** (Unsold van der Waals, Gray eq. 11.x: gamma_6 ~ C_6^(2/5) T^(3/10) P_H):
+   gamma = gamma_ref (P_H / P_H,ref) (T / T_ref)^0.3, gamma_ref larger for high-excitation lines;
+   Paschen (linear Stark, Holtsmark) gamma ~ P_e^(2/3).
+5. **Molecules in equilibrium** at T_mol = ``t_mol`` Teff, dissociation constants
+   K_AB = 10^(``log_k0``) theta^(-3/2) 10^(-theta D0) (Gray's form; D0: CO 11.09, CN 7.76,
+   TiO 6.87, VO 6.44 eV): CO first (a quadratic, solved in a cancellation-free form) fixes free C
+   and O; CN = C_free N / K_CN, TiO = Ti_I O_free / K_TiO, VO = V_I O_free / K_VO, each saturating
+   as its metal runs out (x / (1 + x)). Molecular lines (pseudo lines red of the band heads) and the
+   smooth band envelopes scale with p_mol / (P_H kappa): TiO and VO (normalised at 3761 K and
+   3652 K) switch on steeply in cool stars and grow with P (dwarfs), CN (free C ~ K_CO / P_H once CO
+   has formed) is stronger in giants. ([alpha/M] does not enter the molecular O, which keeps C/O
+   at its solar 0.55: the C/O -> 1 carbon-star branch is outside the model.)
+6. Continuum, turbulence, LSF, pixel averaging and the smoothed median: as version 1.
+
+Knobs (:class:`AtmosphereV2Config`): ``gravity_scale``, ``t_form``, ``t_mol``, ``ln_p0``,
+``log_k0``, ``s_min``/``s_max``/``s_slope``, ``weak_lines_per_A``, ``wing_half_A`` and version 1's
+grid, broadening and turbulence knobs. Not modelled: depth dependence (one layer), NLTE, H2, second
+ionisation, T-dependent partition functions, a real line list, [C/M].
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from specscale.core.config import ConfigError, check_fields, from_dict, not_finite
+from specscale.core.vocab import LOGG
+from specscale.sim.atmosphere import (
+    LOGG_REF,
+    AtmosphereConfig,
+    SyntheticAtmosphere,
+    _SparseMatmul,
+    smoothed_median_jvp,
+)
+from specscale.sim.instrument import C_KMS, Instrument, air_to_vacuum
+from specscale.sim.linelist import BAND_HEADS
+from specscale.sim.lines import CO_D0, MOLECULES, SPECIES, SPECIES_INDEX, pseudo_lines_v2, strong_line_data
+
+LN10 = math.log(10.0)
+# Reference stars (Teff, log g, [M/H], [alpha/M]): line strengths are given at REF (atoms, CN,
+# damping widths); TiO and VO at cool stars where their bands are of order one.
+REF_STARS = ((4500.0, 2.5, 0.0, 0.0), (3761.0, 2.5, 0.0, 0.0), (3652.0, 2.5, 0.0, 0.0))
+MOL_REF = {"CN": 0, "TiO": 1, "VO": 2}
+ENVELOPE_CHI = 0.3  # eV, the band envelopes' mean rotational-vibrational energy
+NEWTON_STEPS = 8
+VERSIONS = (1, 2)
+
+
+@dataclass(frozen=True)
+class AtmosphereV2Config:
+    """Knobs of simulator version 2 (see the module docstring)."""
+
+    version: int = 2
+    wave_min: float = 6400.0
+    wave_max: float = 9000.0
+    step_kms: float = 8.0
+    broadening_kms: float = 8.0
+    xi_dwarf_kms: float = 2.0
+    xi_giant_kms: float = 3.0  # calibrated (version 1: 12): a global, linear log g signal
+    weak_lines_per_A: float = 1.5
+    linelist_seed: int = 20261202
+    gravity_scale: float = 0.44  # calibrated: the study's Fisher ceilings (README)
+    t_form: float = 0.9  # line-forming temperature / Teff
+    t_mol: float = 0.8  # molecule-forming temperature / Teff
+    ln_p0: float = 6.77  # zero point of ln P_H (dyn cm^-2) in the hydrostatic law
+    log_k0: float = 12.0  # zero point of log10 K_p (dyn cm^-2) of the dissociation constants
+    s_min: float = 2e-3  # weak-line reference strengths (A)
+    s_max: float = 1.0  # calibrated (version 1: 0.25): more saturated lines
+    s_slope: float = 0.8
+    ion_line_scale: float = 1.0  # multiplies the share of ion lines among the weak lines (lines.WEAK_MIX)
+    damping_p_exp: float = 1.0  # gamma ~ P_H^damping_p_exp (Unsold: 1; > 1: wings form deeper in dwarfs)
+    wing_half_A: float = 2.0  # half-width of the weak lines' damping-wing window (A)
+    wing_min_s: float = 0.0  # A: weak lines with a smaller reference strength get no damping wing (0: all)
+    median_width: float = 0.005
+
+    def __post_init__(self):
+        check_fields(self)
+        if self.version != 2 or isinstance(self.version, bool):
+            raise ValueError(f"AtmosphereV2Config is version 2, got version={self.version!r}")
+        if not self.wave_min < 7000.0 or not self.wave_max > 8900.0:
+            raise ValueError("atmosphere wave_min/wave_max must cover the PFS red arm (7100-8850 A)")
+        for name in ("step_kms", "broadening_kms", "weak_lines_per_A", "t_form", "t_mol", "s_min", "s_slope"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"atmosphere.{name} must be positive, got {getattr(self, name)!r}")
+        if not self.s_min < self.s_max:
+            raise ValueError("atmosphere.s_min must be below atmosphere.s_max")
+        if not 0 <= self.ion_line_scale <= 5:
+            raise ValueError(f"atmosphere.ion_line_scale must be in 0..5, got {self.ion_line_scale!r}")
+        if not self.wing_min_s >= 0:
+            raise ValueError(f"atmosphere.wing_min_s must be >= 0, got {self.wing_min_s!r}")
+        if not 0.5 <= self.wing_half_A <= 20.0:
+            raise ValueError(f"atmosphere.wing_half_A must be in 0.5..20 A, got {self.wing_half_A!r}")
+
+
+def atmosphere_config(values: dict | None, where: str = "atmosphere"):
+    """The atmosphere config of a config section: ``version`` 1 (also when absent: old configs and
+    datasets stay as they were) -> :class:`AtmosphereConfig`, 2 -> :class:`AtmosphereV2Config`."""
+    values = dict(values or {})
+    version = values.get("version", 1)
+    if not_finite(version, parse_strings=True):
+        raise ConfigError(f"{where}.version={version!r} must be finite (NaN and infinity are not allowed)")
+    if isinstance(version, bool) or not isinstance(version, int) or version not in VERSIONS:
+        raise ConfigError(f"{where}.version={version!r}: known simulator versions are {list(VERSIONS)}")
+    if version == 1:
+        values.pop("version", None)
+        return from_dict(AtmosphereConfig, values, where)
+    return from_dict(AtmosphereV2Config, values, where)
+
+
+def make_atmosphere(config=None, instrument: Instrument | None = None) -> SyntheticAtmosphere:
+    """The simulator of a config object (version 1 or 2)."""
+    if isinstance(config, AtmosphereV2Config):
+        return SyntheticAtmosphereV2(config, instrument)
+    return SyntheticAtmosphere(config, instrument)
+
+
+def simulator_version(config) -> str:
+    return "2.0" if isinstance(config, AtmosphereV2Config) else "1.0"
+
+
+def _csr(a, dtype, device):
+    with warnings.catch_warnings():  # torch flags sparse CSR as beta
+        warnings.simplefilter("ignore", UserWarning)
+        a = a.tocoo()
+        idx = torch.as_tensor(np.vstack([a.row, a.col]), device=device)
+        coo = torch.sparse_coo_tensor(idx, torch.as_tensor(a.data, dtype=dtype, device=device), a.shape)
+        return coo.coalesce().to_sparse_csr()
+
+
+class SyntheticAtmosphereV2(SyntheticAtmosphere):
+    """Simulator version 2 (module docstring). Same public methods as version 1."""
+
+    VERSION = "2.0"
+
+    def __init__(self, config: AtmosphereV2Config | None = None, instrument: Instrument | None = None):
+        super().__init__(config or AtmosphereV2Config(), instrument)
+
+    # ---- fixed data ---------------------------------------------------------------------------
+    @cached_property
+    def _templates(self) -> np.ndarray:  # version 1's family templates: none here
+        return np.zeros((0, self.fine_wave.size))
+
+    @cached_property
+    def line_list(self) -> dict[str, np.ndarray]:
+        c = self.config
+        ll = pseudo_lines_v2(
+            c.linelist_seed,
+            c.weak_lines_per_A,
+            c.wave_min - 20,
+            c.wave_max + 20,
+            c.s_min,
+            c.s_max,
+            c.s_slope,
+            c.ion_line_scale,
+        )
+        ll["lam"] = air_to_vacuum(ll["wave"])
+        return ll
+
+    @cached_property
+    def _line_matrix(self):
+        """Sparse (n_fine, 3 L + 3): per line a narrow and a broad (turbulent) Gaussian core of unit
+        area, a damping wing 1/(pi (x^2 + x_c^2)) (1/A), then the three molecular band envelopes."""
+        from scipy import sparse
+
+        c, wave = self.config, self.fine_wave
+        lam = self.line_list["lam"]
+        n_l, n_f = lam.size, wave.size
+        pos = np.log(lam / c.wave_min) / self.dln - 0.5
+        dlam = wave * self.dln
+        rows, cols, vals = [], [], []
+        line = np.arange(n_l)[:, None]
+        for j, sig_kms in enumerate((c.broadening_kms, math.hypot(c.broadening_kms, self.xi_max_kms))):
+            sig_px = sig_kms / c.step_kms
+            reach = int(math.ceil(3.5 * sig_px))
+            idx = np.floor(pos).astype(int)[:, None] + np.arange(-reach, reach + 2)[None, :]
+            w = np.exp(-0.5 * ((idx - pos[:, None]) / sig_px) ** 2)
+            w /= w.sum(axis=1, keepdims=True)
+            ok = (idx >= 0) & (idx < n_f)
+            rows.append(idx[ok]), cols.append(np.broadcast_to(j * n_l + line, idx.shape)[ok])
+            vals.append((w / dlam[np.clip(idx, 0, n_f - 1)])[ok])
+        half = int(math.ceil(c.wing_half_A / dlam[0]))
+        idx = np.round(pos).astype(int)[:, None] + np.arange(-half, half + 1)[None, :]
+        ok = (idx >= 0) & (idx < n_f)
+        x = wave[np.clip(idx, 0, n_f - 1)] - lam[:, None]
+        xc = lam[:, None] * c.broadening_kms / C_KMS
+        r = np.abs(x) / c.wing_half_A
+        taper = np.where(r < 0.6, 1.0, 0.5 * (1 + np.cos(np.pi * np.clip((r - 0.6) / 0.4, 0, 1))))
+        # wings only where they can matter: atomic lines with S_ref >= wing_min_s (a weaker line's
+        # wing optical depth S gamma / (pi x^2) is < 1e-3 beyond 0.5 A)
+        strong_enough = (self.line_list["mol"] < 0) & (10 ** self.line_list["log_s_ref"] >= c.wing_min_s)
+        ok &= (r < 1) & strong_enough[:, None]
+        rows.append(idx[ok]), cols.append(np.broadcast_to(2 * n_l + line, idx.shape)[ok])
+        vals.append((taper / (np.pi * (x**2 + xc**2)))[ok])
+        names = [m[0] for m in MOLECULES]
+        for mol, head, amp, length in BAND_HEADS:
+            xh = wave - air_to_vacuum(head)
+            env = amp * 0.5 * (1.0 + np.tanh(xh / 1.2)) * np.exp(-np.clip(xh, 0, None) / length)
+            keep = np.flatnonzero(env > 1e-7)
+            rows.append(keep), cols.append(np.full(keep.size, 3 * n_l + names.index(mol))), vals.append(env[keep])
+        m = sparse.coo_matrix(
+            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n_f, 3 * n_l + len(MOLECULES))
+        )
+        return m.tocsr()
+
+    def _tensors(self, dtype, device):
+        key = (dtype, str(device))
+        if key in self._cache and "lines_m" in self._cache[key]:
+            return self._cache[key]
+        T = super()._tensors(dtype, device)
+        t = lambda a: torch.as_tensor(np.asarray(a, dtype=float), dtype=dtype, device=device)
+        ix = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.long, device=device)
+        m = self._line_matrix
+        ll, st = self.line_list, strong_line_data()
+        n_sp = len(SPECIES)
+        n_l, n_pop = ll["mol"].size, 2 * n_sp
+        # per-line log strength = feat @ w_M^T: features [ln A f_stage (2 n_sp), ln p_mol/P_H (3),
+        # ln10 theta, ln10 theta_mol, ln continuum]; one row per weak line
+        w_m = np.zeros((n_l, n_pop + len(MOLECULES) + 3))
+        is_mol = ll["mol"] >= 0
+        r = np.arange(n_l)
+        w_m[r[~is_mol], (ll["stage"] * n_sp + ll["species"])[~is_mol]] = 1.0
+        w_m[r[is_mol], n_pop + ll["mol"][is_mol]] = 1.0
+        w_m[~is_mol, -3] = -ll["chi"][~is_mol]
+        w_m[is_mol, -2] = -ll["chi"][is_mol]
+        w_m[:, -1] = -1.0
+        T.update(
+            lines_m=_csr(-m, dtype, device),  # negated: ln f = -tau
+            lines_mt=_csr(-m.T, dtype, device),
+            sp_log_a=t([s.log_eps - 12.0 for s in SPECIES]),
+            sp_chi=t([s.chi_ion for s in SPECIES]),
+            sp_ln_u=t([math.log(0.6665 * s.u_ratio) for s in SPECIES]),
+            sp_alpha=t([s.alpha for s in SPECIES]),
+            sp_metal=t([s.name != "H" for s in SPECIES]),
+            w_M=t(w_m),
+            w_ln_gamma=t(LN10 * ll["log_gamma_ref"]),
+            s_pop=ix(st["stage"] * n_sp + st["species"]),
+            s_chi=t(st["chi"]),
+        )
+        mol_ref = np.array([MOL_REF[m[0]] for m in MOLECULES])
+        ref = self._log_features(torch.tensor(REF_STARS, dtype=dtype, device=device), T)
+        line_ref = ix(np.where(is_mol, mol_ref[np.maximum(ll["mol"], 0)], 0))
+        l_ref = (ref["feat"] @ T["w_M"].T)[line_ref, torch.arange(n_l, device=device)]
+        T["w_const"] = t(LN10 * ll["log_s_ref"]) - l_ref
+        T["env_L_ref"] = ref["env"][ix(mol_ref), torch.arange(len(MOLECULES), device=device)]
+        T["s_L_ref"] = ref["strong"][0]
+        T["ln_ph_ref"], T["ln_pe_ref"], T["ln_t_ref"] = ref["ln_ph"][0], ref["ln_pe"][0], ref["ln_t"][0]
+        return T
+
+    # ---- physics ------------------------------------------------------------------------------
+    def photosphere(self, theta: torch.Tensor, T=None) -> dict[str, torch.Tensor]:
+        """The one-layer LTE photosphere of each star (B,): ``ln_pe``, ``ln_ph`` (ln dyn cm^-2),
+        ``theta`` (5040 / T), ``ln_t``, ``h`` (ln of the H- opacity per H atom and P_e),
+        ``ln_a`` (B, n_species, ln number abundance / H), ``ln_phi`` (ln Saha Phi),
+        ``ln_f`` (B, 2 n_species: ln fraction in stage I, then stage II), ``ln_mol`` (B, 3:
+        ln p_mol / P_H of CN, TiO, VO) and ``theta_mol``."""
+        theta = theta.reshape(-1, 4)
+        T = T or self._tensors(theta.dtype, theta.device)
+        c = self.config
+        teff, logg, mh, am = theta.unbind(-1)
+        temp = c.t_form * teff
+        th = 5040.0 / temp
+        ln_t = torch.log(temp)
+        ln_a = LN10 * (T["sp_log_a"] + mh[:, None] * T["sp_metal"] + am[:, None] * T["sp_alpha"])
+        ln_phi = T["sp_ln_u"] + 2.5 * ln_t[:, None] - LN10 * th[:, None] * T["sp_chi"]
+        h = 2.5 * torch.log(th) + 0.754 * LN10 * th
+        ln_g = LN10 * (LOGG_REF + c.gravity_scale * (logg - LOGG_REF))
+        k = c.ln_p0 + ln_g - h - math.log(1.1)  # ln P_H = k - ln P_e
+        # charge balance F(y) = 2y - k - ln sum_j A_j Phi_j / (e^y + Phi_j) = 0, y = ln P_e
+        y_weak = (k + torch.logsumexp(ln_a + ln_phi, -1)) / 3.0
+        y_full = (k + torch.logsumexp(ln_a, -1)) / 2.0
+        y = -torch.logaddexp(-y_weak, -y_full)
+        for _ in range(NEWTON_STEPS):
+            lg = ln_a + ln_phi - torch.logaddexp(y[:, None], ln_phi)
+            ln_s = torch.logsumexp(lg, -1)
+            w = torch.exp(lg - ln_s[:, None])
+            dfdy = 2.0 + (w * torch.sigmoid(y[:, None] - ln_phi)).sum(-1)
+            y = y - (2.0 * y - k - ln_s) / dfdy
+        ln_ph = k - y
+        ln_f = torch.cat([-F.softplus(ln_phi - y[:, None]), -F.softplus(y[:, None] - ln_phi)], -1)
+        # molecular equilibrium (CO first), in units of P_H
+        th_m = 5040.0 / (c.t_mol * teff)
+        ln_k = lambda d0: LN10 * (c.log_k0 - 1.5 * torch.log10(th_m) - th_m * d0) - ln_ph
+        i_c, i_n, i_o = SPECIES_INDEX["C"], SPECIES_INDEX["N"], SPECIES_INDEX["O"]
+        a_c = torch.exp(ln_a[:, i_c])
+        a_o = torch.exp(ln_a[:, i_o] - LN10 * am * T["sp_alpha"][i_o])  # no alpha: C/O stays solar
+        d = a_o - a_c
+        ln_kco = ln_k(CO_D0)
+        kco = torch.exp(ln_kco)
+        # free carbon c: c (c + d) = k_CO (A_C - c), the root without cancellation
+        root = d + kco + torch.sqrt((d + kco) ** 2 + 4 * kco * a_c)
+        ln_cfree = math.log(2.0) + ln_kco + torch.log(a_c) - torch.log(root)
+        ln_ofree = torch.log(torch.exp(ln_cfree) + d)
+        mol = []
+        for name, d0 in MOLECULES:
+            if name == "CN":
+                ln_r = ln_a[:, i_n] - ln_k(d0)
+                mol.append(ln_cfree - F.softplus(-ln_r))
+            else:
+                i_m = SPECIES_INDEX["Ti" if name == "TiO" else "V"]
+                ln_q = ln_ofree - ln_k(d0)
+                mol.append(ln_a[:, i_m] + ln_f[:, i_m] - F.softplus(-ln_q))
+        return {
+            "ln_pe": y,
+            "ln_ph": ln_ph,
+            "theta": th,
+            "ln_t": ln_t,
+            "h": h,
+            "ln_a": ln_a,
+            "ln_phi": ln_phi,
+            "ln_f": ln_f,
+            "ln_mol": torch.stack(mol, -1),
+            "theta_mol": th_m,
+        }
+
+    def _log_features(self, theta: torch.Tensor, T) -> dict[str, torch.Tensor]:
+        """Per star, small: the features whose linear map ``w_M`` gives each weak line's
+        ln (line / continuum opacity) up to a per-line constant, ``feat`` (B, n_feat); the same for
+        the band envelopes (B, 3) and the strong lines (B, n_strong); ln P_H, ln P_e, ln T (B,)."""
+        p = self.photosphere(theta, T)
+        cont = p["ln_pe"] + p["h"]  # ln H- opacity per H atom
+        th, th_m = p["theta"][:, None], p["theta_mol"][:, None]
+        pop = p["ln_a"].repeat(1, 2) + p["ln_f"]  # ln A_X f_stage, (B, 2 n_sp)
+        feat = torch.cat([pop, p["ln_mol"], LN10 * th, LN10 * th_m, cont[:, None]], 1)
+        env = p["ln_mol"] - LN10 * th_m * ENVELOPE_CHI - cont[:, None]
+        strong = pop[:, T["s_pop"]] - LN10 * th * T["s_chi"] - cont[:, None]
+        return {"feat": feat, "env": env, "strong": strong, "ln_ph": p["ln_ph"], "ln_pe": p["ln_pe"], "ln_t": p["ln_t"]}
+
+    def _star_laws(self, theta: torch.Tensor, T) -> dict[str, torch.Tensor]:
+        """Everything per star that the line opacity needs (all small): ``feat`` (B, n_feat),
+        ``ln_g`` (B,: ln of the damping-width factor), ``u`` (B,: turbulence interpolation weight),
+        ``env`` (B, 3: band-envelope strengths) and the strong lines' pseudo-Voigt coefficients."""
+        lf = self._log_features(theta, T)
+        d_t = lf["ln_t"] - T["ln_t_ref"]
+        u = (self.turbulence_kms(theta[:, LOGG]) / self.xi_max_kms) ** 2
+        a_g, c_g, a_l, c_l = self._strong_v2(theta, lf, T)
+        return {
+            "feat": lf["feat"],
+            "ln_g": self.config.damping_p_exp * (lf["ln_ph"] - T["ln_ph_ref"]) + 0.3 * d_t,
+            "u": u,
+            "env": torch.exp(lf["env"] - T["env_L_ref"]),
+            "a_g": a_g,
+            "c_g": c_g,
+            "a_l": a_l,
+            "c_l": c_l,
+        }
+
+    @staticmethod
+    def _strength_columns(sl, T):
+        """Weak-line strengths S (L, B) and damping widths gamma (L, B), column layout."""
+        s = torch.exp(T["w_const"][:, None] + T["w_M"] @ sl["feat"].T)
+        gamma = torch.exp(T["w_ln_gamma"][:, None] + sl["ln_g"][None, :])
+        return s, gamma
+
+    def _line_laws(self, theta: torch.Tensor, T) -> dict[str, torch.Tensor]:
+        sl = self._star_laws(theta, T)
+        s, gamma = self._strength_columns(sl, T)
+        u = sl["u"][None, :]
+        weak = torch.cat([(1 - u) * s, u * s, s * gamma, sl["env"].T], 0)
+        return {"weak": weak.T, **{k: sl[k] for k in self._COEFS}}
+
+    def jacobian(self, theta: torch.Tensor, method: str = "laws") -> tuple[torch.Tensor, torch.Tensor]:
+        """As version 1's: forward-mode AD through the small per-star laws, the per-line strengths
+        and their tangents by the chain rule in column layout, then version 1's fine-grid stages."""
+        import torch.autograd.forward_ad as fwad
+
+        theta = theta.reshape(-1, 4)
+        if method == "forward_ad":
+            return self._jacobian_forward_ad(theta)
+        if method != "laws":
+            raise ValueError(f"unknown Jacobian method {method!r} (laws, forward_ad)")
+        T = self._tensors(theta.dtype, theta.device)
+        n_b = theta.shape[0]
+        tangent = torch.eye(4, dtype=theta.dtype, device=theta.device).repeat_interleave(n_b, 0)
+        with fwad.dual_level():
+            out = self._star_laws(fwad.make_dual(theta.repeat(4, 1), tangent), T)
+            pairs = {k: fwad.unpack_dual(v) for k, v in out.items()}
+            cont = fwad.unpack_dual(
+                self._log_continuum_nodes(fwad.make_dual(theta[:, 0], torch.ones_like(theta[:, 0])))
+            )
+        sl = {k: p.primal[:n_b] for k, p in pairs.items()}
+        d = {k: p.tangent for k, p in pairs.items()}  # (4 B, ...), parameter-major
+        s, gamma = self._strength_columns(sl, T)
+        n_l = s.shape[0]
+        # weak-line columns (3 L + 3, 5 B): primal, then the tangent along each parameter, written
+        # in place by broadcasting (no repeated copies)
+        weak = torch.empty(3 * n_l + len(MOLECULES), 5, n_b, dtype=s.dtype, device=s.device)
+        u, du = sl["u"], d["u"].view(4, n_b)
+        ds = (T["w_M"] @ d["feat"].T).view(n_l, 4, n_b).mul_(s[:, None, :])  # d S
+        narrow, broad, wing = weak[:n_l], weak[n_l : 2 * n_l], weak[2 * n_l : 3 * n_l]
+        torch.mul(s, 1 - u, out=narrow[:, 0])
+        torch.mul(s, u, out=broad[:, 0])
+        torch.mul(s, gamma, out=wing[:, 0])
+        s3 = s[:, None, :]
+        b1 = broad[:, 1:]
+        torch.mul(ds, u, out=b1).addcmul_(s3, du)  # d(u S) = u dS + S du
+        torch.sub(ds, b1, out=narrow[:, 1:])  # d((1 - u) S) = dS - d(u S)
+        torch.mul(ds.addcmul_(s3, d["ln_g"].view(4, n_b)), gamma[:, None, :], out=wing[:, 1:])
+        weak[3 * n_l :, 0] = sl["env"].T
+        weak[3 * n_l :, 1:] = d["env"].view(4, n_b, -1).permute(2, 0, 1)
+        weak = weak.view(weak.shape[0], -1)
+        law = {k: sl[k] for k in self._COEFS}
+        dlaw = {k: d[k].view(4, n_b, -1) for k in self._COEFS}
+        ln = self._ln_fine(weak, torch.cat([cont.primal.T, cont.tangent.T], 1), self._profiles(law, T, dlaw), T)
+        f_fine = ln[:, :n_b].exp_()
+        ln[:, n_b:].view(-1, 4, n_b).mul_(f_fine[:, None, :])
+        pix = self._pixel_flux(ln, T).view(5, n_b, -1)
+        f_pix, df_pix = pix[0], pix[1:]
+        med, d_med = smoothed_median_jvp(f_pix, df_pix, self.config.median_width)
+        flux = f_pix / med[:, None]
+        jac = df_pix / med[:, None] - flux * (d_med / med)[..., None]
+        return flux, jac.permute(1, 2, 0)
+
+    def _strong_v2(self, theta, lt, T):
+        """Pseudo-Voigt coefficients of the strong lines (as version 1's) from the per-line laws."""
+        c = self.config
+        hyd = T["hydrogen"]
+        d_ph = (lt["ln_ph"] - T["ln_ph_ref"])[:, None]
+        d_pe = (lt["ln_pe"] - T["ln_pe_ref"])[:, None]
+        d_t = (lt["ln_t"] - T["ln_t_ref"])[:, None]
+        s = torch.exp(LN10 * T["log_s"] + lt["strong"] - T["s_L_ref"])
+        ln_gamma = LN10 * T["log_gamma"] + (1 - hyd) * (c.damping_p_exp * d_ph + 0.3 * d_t) + hyd * (2.0 / 3.0) * d_pe
+        gamma = torch.exp(ln_gamma)
+        sig_kms = torch.sqrt(c.broadening_kms**2 + self.turbulence_kms(theta[:, LOGG]) ** 2)
+        f_g = (2.3548200450309493 / C_KMS) * T["lam"] * sig_kms[:, None]
+        f_l = 2.0 * gamma
+        f5 = (
+            f_g**5
+            + 2.69269 * f_g**4 * f_l
+            + 2.42843 * f_g**3 * f_l**2
+            + 4.47163 * f_g**2 * f_l**3
+            + 0.07842 * f_g * f_l**4
+            + f_l**5
+        )
+        inv_w = f5**-0.2
+        q = f_l * inv_w
+        eta = q * (1.36603 - q * (0.47719 - 0.11116 * q))
+        a_g = s * (1 - eta) * math.sqrt(4 * math.log(2) / math.pi) * inv_w
+        a_l = s * eta * 0.5 / math.pi * inv_w
+        return a_g, -4 * math.log(2) * inv_w**2, a_l, inv_w**2
+
+    def _ln_fine(self, weak, lncont, profiles, T) -> torch.Tensor:
+        """As version 1's, with the per-line sparse map in place of the family templates."""
+        ln = _SparseMatmul.apply(weak.contiguous(), T["lines_m"], T["lines_mt"])  # the map is negated
+        ln.index_add_(0, T["s_fine"], profiles, alpha=-1.0)
+        n, n_c, step = ln.shape[0], lncont.shape[1], self.NODE_STEP
+        w = torch.arange(step, dtype=ln.dtype, device=ln.device)[None, :, None] / step
+        cont = torch.lerp(lncont[:-1, None, :], lncont[1:, None, :], w).flatten(0, 1)[:n]
+        ln[:, :n_c] += cont
+        return ln
