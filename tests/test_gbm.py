@@ -96,3 +96,19 @@ def test_recipe_defaults_and_strict_config():
         from_dict(LightGBMParams, {"feature_fraction": 1.5}, "models.lightgbm")
     with pytest.raises(ConfigError, match=r"models\.lightgbm\.n_estimators"):
         from_dict(LightGBMParams, {"n_estimators": 100}, "models.lightgbm")
+
+
+def test_bin_sample_is_capped_and_every_row_binned_below_the_cap(tiny_dataset, tmp_path):
+    """LightGBM's bin sample is capped (memory: its default 200,000 rows of 4096 doubles held ~16 GB
+    on the Sequence path); below the cap every row is sampled, so the cap does not move a cell."""
+    assert LightGBMParams().lgb_params(0, 1)["bin_construct_sample_cnt"] == 50_000
+    with pytest.raises(ConfigError, match=r"bin_construct_sample_cnt"):
+        from_dict(LightGBMParams, {"bin_construct_sample_cnt": 0}, "models.lightgbm")
+    src = open_source(tiny_dataset)
+    test = src.observed("test", np.arange(src.n("test")), CELL.mag, CELL.noise)
+    preds = []
+    for cap in (CELL.n_train, 200_000):
+        model = LightGBMModel(dataclasses.replace(FAST, bin_construct_sample_cnt=cap), seed=5, n_threads=1)
+        model.fit(src, CELL, tmp_path / str(cap))
+        preds.append(model.predict(test))
+    np.testing.assert_array_equal(*preds)

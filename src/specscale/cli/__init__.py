@@ -1,6 +1,6 @@
 """``specscale`` command line. Each stage's module registers its own subcommands, so the CLI is a
 table of contents: data (simulate, snr), models (train), ceiling (fisher, fisher-curves),
-sweep (cube, plot, report, agents, install-profile)."""
+sweep (cube, plot, report, agents, install-profile), plan (a sweep's cost before it is submitted)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,13 @@ import sys
 from specscale.core.config import ConfigError
 
 # modules with a ``register(subparsers)`` function, in the order they appear in --help
-COMMAND_MODULES = ("specscale.cli.data", "specscale.cli.train", "specscale.cli.ceiling", "specscale.cli.sweep")
+COMMAND_MODULES = (
+    "specscale.cli.data",
+    "specscale.cli.train",
+    "specscale.cli.ceiling",
+    "specscale.cli.sweep",
+    "specscale.cli.plan",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
