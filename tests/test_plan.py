@@ -146,9 +146,9 @@ def test_jobs_are_the_dry_runs_and_packs_its_groups(default_sweep, tmp_path):
 def test_requested_resources_follow_the_rules(full_sweep):
     jobs = {(j.rule, j.wildcards.get("model"), j.wildcards.get("n_train")): j for j in sweep_jobs(full_sweep)}
     ridge = jobs["train", "ridge", 1_000_000]
-    assert (ridge.threads, ridge.mem_mb, ridge.runtime_min, ridge.gpus) == (8, 6000, 130, 0)
+    assert (ridge.threads, ridge.mem_mb, ridge.runtime_min, ridge.gpus) == (8, 6000, 110, 0)
     gbm = jobs["train", "lightgbm", 1_000_000]
-    assert (gbm.threads, gbm.mem_mb, gbm.runtime_min) == (16, 18000, 1060)
+    assert (gbm.threads, gbm.mem_mb, gbm.runtime_min) == (16, 18000, 210)
     vit = jobs["train_vit", "vit", 50_000]
     assert (vit.gpus, vit.runtime_min) == (1, 165) and vit.gpu_est
     assert jobs["train_vit", "vit-ca", 100_000].gpus == 1  # a variant: its base's resources
