@@ -390,21 +390,7 @@ class SyntheticAtmosphere:
         # Thompson-Cox-Hastings pseudo-Voigt; the Gaussian part holds intrinsic + turbulent widths
         sig_kms = torch.sqrt(c.broadening_kms**2 + self.turbulence_kms(theta[:, LOGG]) ** 2)
         f_g = (2.3548200450309493 / C_KMS) * T["lam"] * sig_kms[:, None]
-        f_l = 2.0 * gamma
-        f5 = (
-            f_g**5
-            + 2.69269 * f_g**4 * f_l
-            + 2.42843 * f_g**3 * f_l**2
-            + 4.47163 * f_g**2 * f_l**3
-            + 0.07842 * f_g * f_l**4
-            + f_l**5
-        )
-        inv_w = f5**-0.2  # 1 / FWHM
-        q = f_l * inv_w
-        eta = q * (1.36603 - q * (0.47719 - 0.11116 * q))
-        a_g = s * (1 - eta) * math.sqrt(4 * math.log(2) / math.pi) * inv_w
-        a_l = s * eta * 0.5 / math.pi * inv_w
-        return a_g, -4 * math.log(2) * inv_w**2, a_l, inv_w**2
+        return pseudo_voigt_terms(s, f_g, 2.0 * gamma)
 
     def _log_continuum_nodes(self, teff: torch.Tensor) -> torch.Tensor:
         """ln Planck f_lambda(Teff) relative to 8000 A on the continuum nodes (B, k): node j at fine
@@ -559,3 +545,24 @@ class SyntheticAtmosphere:
             flux = primal if flux is None else flux
             cols.append(tan)
         return flux, torch.stack(cols, dim=-1)
+
+
+def pseudo_voigt_terms(area, f_g, f_l):
+    """Thompson-Cox-Hastings pseudo-Voigt (~1% of a Voigt) of lines of ``area`` (A) with Gaussian
+    and Lorentzian FWHMs ``f_g``, ``f_l`` (A): the coefficients (a_g, c_g, a_l, c_l) of the profile
+    a_g exp(c_g x^2) + a_l / (c_l x^2 + 1/4) at offset x (A) from the line centre (both versions'
+    strong lines)."""
+    f5 = (
+        f_g**5
+        + 2.69269 * f_g**4 * f_l
+        + 2.42843 * f_g**3 * f_l**2
+        + 4.47163 * f_g**2 * f_l**3
+        + 0.07842 * f_g * f_l**4
+        + f_l**5
+    )
+    inv_w = f5**-0.2  # 1 / FWHM
+    q = f_l * inv_w
+    eta = q * (1.36603 - q * (0.47719 - 0.11116 * q))
+    a_g = area * (1 - eta) * math.sqrt(4 * math.log(2) / math.pi) * inv_w
+    a_l = area * eta * 0.5 / math.pi * inv_w
+    return a_g, -4 * math.log(2) * inv_w**2, a_l, inv_w**2

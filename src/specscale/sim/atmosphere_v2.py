@@ -74,6 +74,7 @@ from specscale.sim.atmosphere import (
     AtmosphereConfig,
     SyntheticAtmosphere,
     _SparseMatmul,
+    pseudo_voigt_terms,
     smoothed_median_jvp,
 )
 from specscale.sim.instrument import C_KMS, Instrument, air_to_vacuum
@@ -466,21 +467,7 @@ class SyntheticAtmosphereV2(SyntheticAtmosphere):
         gamma = torch.exp(ln_gamma)
         sig_kms = torch.sqrt(c.broadening_kms**2 + self.turbulence_kms(theta[:, LOGG]) ** 2)
         f_g = (2.3548200450309493 / C_KMS) * T["lam"] * sig_kms[:, None]
-        f_l = 2.0 * gamma
-        f5 = (
-            f_g**5
-            + 2.69269 * f_g**4 * f_l
-            + 2.42843 * f_g**3 * f_l**2
-            + 4.47163 * f_g**2 * f_l**3
-            + 0.07842 * f_g * f_l**4
-            + f_l**5
-        )
-        inv_w = f5**-0.2
-        q = f_l * inv_w
-        eta = q * (1.36603 - q * (0.47719 - 0.11116 * q))
-        a_g = s * (1 - eta) * math.sqrt(4 * math.log(2) / math.pi) * inv_w
-        a_l = s * eta * 0.5 / math.pi * inv_w
-        return a_g, -4 * math.log(2) * inv_w**2, a_l, inv_w**2
+        return pseudo_voigt_terms(s, f_g, 2.0 * gamma)
 
     def _ln_fine(self, weak, lncont, profiles, T) -> torch.Tensor:
         """As version 1's, with the per-line sparse map in place of the family templates."""
