@@ -416,17 +416,19 @@ class SyntheticAtmosphere:
             "c_l": c_l,
         }
 
-    def _law_jvps(self, theta: torch.Tensor, T) -> tuple[dict, dict, torch.Tensor, torch.Tensor]:
+    def _law_jvps(self, theta: torch.Tensor, T, laws=None) -> tuple[dict, dict, torch.Tensor, torch.Tensor]:
         """The line laws (B, L), their derivatives along each parameter (4, B, L), the continuum
         nodes (B, k) and their Teff derivative (B, k), by forward-mode autodiff. The line laws take
         ONE dual pass: the stars are independent, so the batch is repeated four times with tangent
-        e_k on block k (one pass of 4B stars costs less than four passes of B)."""
+        e_k on block k (one pass of 4B stars costs less than four passes of B). ``laws``: the
+        per-star law function (default :meth:`_line_laws`; version 2 passes its own)."""
         import torch.autograd.forward_ad as fwad
 
+        laws = self._line_laws if laws is None else laws
         n_b = theta.shape[0]
         tangent = torch.eye(4, dtype=theta.dtype, device=theta.device).repeat_interleave(n_b, 0)
         with fwad.dual_level():
-            out = self._line_laws(fwad.make_dual(theta.repeat(4, 1), tangent), T)
+            out = laws(fwad.make_dual(theta.repeat(4, 1), tangent), T)
             pairs = {name: fwad.unpack_dual(v) for name, v in out.items()}
             cont = fwad.unpack_dual(
                 self._log_continuum_nodes(fwad.make_dual(theta[:, 0], torch.ones_like(theta[:, 0])))

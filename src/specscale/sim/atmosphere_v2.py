@@ -406,8 +406,6 @@ class SyntheticAtmosphereV2(SyntheticAtmosphere):
     def jacobian(self, theta: torch.Tensor, method: str = "laws") -> tuple[torch.Tensor, torch.Tensor]:
         """As version 1's: forward-mode AD through the small per-star laws, the per-line strengths
         and their tangents by the chain rule in column layout, then version 1's fine-grid stages."""
-        import torch.autograd.forward_ad as fwad
-
         theta = theta.reshape(-1, 4)
         if method == "forward_ad":
             return self._jacobian_forward_ad(theta)
@@ -415,22 +413,14 @@ class SyntheticAtmosphereV2(SyntheticAtmosphere):
             raise ValueError(f"unknown Jacobian method {method!r} (laws, forward_ad)")
         T = self._tensors(theta.dtype, theta.device)
         n_b = theta.shape[0]
-        tangent = torch.eye(4, dtype=theta.dtype, device=theta.device).repeat_interleave(n_b, 0)
-        with fwad.dual_level():
-            out = self._star_laws(fwad.make_dual(theta.repeat(4, 1), tangent), T)
-            pairs = {k: fwad.unpack_dual(v) for k, v in out.items()}
-            cont = fwad.unpack_dual(
-                self._log_continuum_nodes(fwad.make_dual(theta[:, 0], torch.ones_like(theta[:, 0])))
-            )
-        sl = {k: p.primal[:n_b] for k, p in pairs.items()}
-        d = {k: p.tangent for k, p in pairs.items()}  # (4 B, ...), parameter-major
+        sl, d, cont, d_cont = self._law_jvps(theta, T, laws=self._star_laws)  # d: (4, B, ...)
         s, gamma = self._strength_columns(sl, T)
         n_l = s.shape[0]
         # weak-line columns (3 L + 3, 5 B): primal, then the tangent along each parameter, written
         # in place by broadcasting (no repeated copies)
         weak = torch.empty(3 * n_l + len(MOLECULES), 5, n_b, dtype=s.dtype, device=s.device)
         u, du = sl["u"], d["u"].view(4, n_b)
-        ds = (T["w_M"] @ d["feat"].T).view(n_l, 4, n_b).mul_(s[:, None, :])  # d S
+        ds = (T["w_M"] @ d["feat"].reshape(4 * n_b, -1).T).view(n_l, 4, n_b).mul_(s[:, None, :])  # d S
         narrow, broad, wing = weak[:n_l], weak[n_l : 2 * n_l], weak[2 * n_l : 3 * n_l]
         torch.mul(s, 1 - u, out=narrow[:, 0])
         torch.mul(s, u, out=broad[:, 0])
@@ -444,8 +434,8 @@ class SyntheticAtmosphereV2(SyntheticAtmosphere):
         weak[3 * n_l :, 1:] = d["env"].view(4, n_b, -1).permute(2, 0, 1)
         weak = weak.view(weak.shape[0], -1)
         law = {k: sl[k] for k in self._COEFS}
-        dlaw = {k: d[k].view(4, n_b, -1) for k in self._COEFS}
-        ln = self._ln_fine(weak, torch.cat([cont.primal.T, cont.tangent.T], 1), self._profiles(law, T, dlaw), T)
+        dlaw = {k: d[k] for k in self._COEFS}
+        ln = self._ln_fine(weak, torch.cat([cont.T, d_cont.T], 1), self._profiles(law, T, dlaw), T)
         f_fine = ln[:, :n_b].exp_()
         ln[:, n_b:].view(-1, 4, n_b).mul_(f_fine[:, None, :])
         pix = self._pixel_flux(ln, T).view(5, n_b, -1)
