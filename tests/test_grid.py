@@ -647,6 +647,17 @@ def test_collect_refuses_a_window_reference_of_another_window(tmp_path, capsys):
     sweep = _window_sweep()
     _fake_results(tmp_path, sweep)
     _fake_window_references(tmp_path, sweep)
+    templates = dict(
+        bayes=str(tmp_path / BAYES),
+        window_ceilings=str(tmp_path / CEILING_WINDOW),
+        window_bayes=str(tmp_path / BAYES_WINDOW),
+    )
+    # a window's ceiling where the full spectrum's belongs
+    full = tmp_path / CEILING.format(dataset="d", noise="1", mag="22")
+    write_ceiling(full, 1.0, "22", window='"ca_triplet"')
+    with pytest.raises(CubeError, match=r"noise1_mag22.nc: ceiling of window \"ca_triplet\", folded as window full"):
+        sweep.collect(str(tmp_path / METRICS), str(tmp_path / CEILING), tmp_path / "ceiling/curves.nc", **templates)
+    write_ceiling(full, 1.0, "22")
     stale = tmp_path / CEILING_WINDOW.format(dataset="d", window="ca_triplet", noise="1", mag="22")
     write_ceiling(stale, 1.0, "22")  # a full-spectrum ceiling where the window's belongs
     with pytest.raises(CubeError, match=r"noise1_mag22.nc: ceiling of window full, folded as window \"ca_triplet\""):

@@ -292,9 +292,12 @@ def _load_netcdf(path: Path, what: str) -> xr.Dataset:
         raise CubeError(f"{path}: not a readable {what} netCDF file ({exc})") from exc
 
 
-def _load_reference(path: Path, what: str, cell: tuple[float, str], axes: tuple[dict, dict], dataset_ids: set[str]):
+def _load_reference(
+    path: Path, what: str, cell: tuple[float, str], axes: tuple[dict, dict], dataset_ids: set[str], window: str
+):
     """A reference file (ceiling, Bayes) of the (noise, mag) ``cell``, checked: the cell is on the
-    cube's ``axes``, the file was computed on the cells' dataset and for this very cell."""
+    cube's ``axes``, the file was computed on the cells' dataset, for this very cell and with this
+    ``window`` (its ``window`` attribute; "full", also when absent: every pixel)."""
     noise, mag = cell
     if noise not in axes[0] or mag not in axes[1]:
         raise CubeError(f"{path}: {what} cell (noise {noise}, mag {mag}) is off the cube's axes")
@@ -302,10 +305,15 @@ def _load_reference(path: Path, what: str, cell: tuple[float, str], axes: tuple[
     if dataset_ids and "dataset_id" in ref.attrs and str(ref.attrs["dataset_id"]) not in dataset_ids:
         raise CubeError(f"{path}: {what} of dataset {ref.attrs['dataset_id']}, the cells' is {sorted(dataset_ids)}")
     _check_ceiling_cell(ref.attrs, path, noise, mag)
+    label = ref.attrs.get("window", "full")
+    if label != window:
+        raise CubeError(f"{path}: {what} of window {label}, folded as window {window} (stale file?)")
     return ref
 
 
-def _fold_ceilings(ds: xr.Dataset, ceilings: Mapping[tuple[float, str], str | Path], dataset_ids: set[str]):
+def _fold_ceilings(
+    ds: xr.Dataset, ceilings: Mapping[tuple[float, str], str | Path], dataset_ids: set[str], window: str = "full"
+):
     """Add the numeric summary variables (scalars, per S/N bin) of the per-cell ceiling files as
     ceiling_*(noise, mag[, snr_bin]); per-star arrays stay in the files. A ceiling computed on
     another dataset than the cells', or for another (noise, mag) cell than the one it is folded
@@ -317,7 +325,7 @@ def _fold_ceilings(ds: xr.Dataset, ceilings: Mapping[tuple[float, str], str | Pa
     attrs: dict[str, dict] = {}
     for (noise, mag), path in ceilings.items():
         path = Path(path)
-        c = _load_reference(path, "ceiling", (noise, mag), (noise_at, mag_at), dataset_ids)
+        c = _load_reference(path, "ceiling", (noise, mag), (noise_at, mag_at), dataset_ids, window)
         meta = dict(c.attrs)
         if "definitions" in meta:  # the same for every cell: kept once
             attrs["definitions"] = meta.pop("definitions")
@@ -365,7 +373,9 @@ BAYES_VARIABLES = {
 }
 
 
-def _fold_bayes(ds: xr.Dataset, files: Mapping[tuple[float, str], str | Path], dataset_ids: set[str]):
+def _fold_bayes(
+    ds: xr.Dataset, files: Mapping[tuple[float, str], str | Path], dataset_ids: set[str], window: str = "full"
+):
     """Add the Bayes reference of each (noise, mag) cell (``specscale bayes`` files) as
     bayes_*(noise, mag[, snr_bin]) (BAYES_VARIABLES) and bayes_n_stars; the same dataset-id and cell
     checks as :func:`_fold_ceilings`. Returns the dataset and the files' attributes per cell."""
@@ -379,7 +389,7 @@ def _fold_bayes(ds: xr.Dataset, files: Mapping[tuple[float, str], str | Path], d
     attrs: dict[str, dict] = {}
     for (noise, mag), path in files.items():
         path = Path(path)
-        b = _load_reference(path, "Bayes reference", (noise, mag), (noise_at, mag_at), dataset_ids)
+        b = _load_reference(path, "Bayes reference", (noise, mag), (noise_at, mag_at), dataset_ids, window)
         at = (noise_at[noise], mag_at[mag])
         for name, (source, _, _) in BAYES_VARIABLES.items():
             if source not in b:
@@ -416,13 +426,8 @@ def _fold_windows(ds: xr.Dataset, refs: WindowReferences, dataset_ids: set[str])
             ("Bayes reference", refs.bayes, _fold_bayes),
         ):
             mine = {(n, m): Path(p) for (w, n, m), p in files.items() if w == wid}
-            for path in mine.values():
-                label = _load_netcdf(path, kind).attrs.get("window", "full")
-                if label != refs.labels[wid]:
-                    expected = refs.labels[wid]
-                    raise CubeError(f"{path}: {kind} of window {label}, folded as window {expected} (stale file?)")
             if mine:
-                part, meta = fold(part, mine, dataset_ids)
+                part, meta = fold(part, mine, dataset_ids, refs.labels[wid])
                 attrs[f"{wid}/{kind}"] = meta
         folded.append(part)
     names = sorted({name for part in folded for name in part.data_vars if name != "bayes_n_stars"})
