@@ -289,3 +289,28 @@ def job_env() -> dict[str, str]:
 def snakemake_cmd() -> list[str]:
     exe = Path(sys.executable).parent / "snakemake"
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "snakemake"]
+
+
+def local_cluster_args(slurm_logs: Path, mem_mb: int = 1000, runtime: int = 10, first_check_s: int = 3) -> list[str]:
+    """Snakemake options for a SLURM profile on the local test cluster (.ci/slurm-up.sh): its
+    partition and account (a CLI --default-resources replaces the profile's whole list, so mem_mb
+    and runtime are repeated), fast polling (``first_check_s`` after a submission), no retries,
+    and every job's SLURM log kept under ``slurm_logs``."""
+    return [
+        "--default-resources",
+        f"slurm_partition={PARTITION}",
+        f"slurm_account={ACCOUNT}",
+        f"mem_mb={mem_mb}",
+        f"runtime={runtime}",
+        "--slurm-init-seconds-before-status-checks",
+        str(first_check_s),
+        "--seconds-between-status-checks",
+        "1",
+        "--latency-wait",
+        "5",
+        "--retries",
+        "0",
+        "--slurm-logdir",
+        str(slurm_logs),
+        "--slurm-keep-successful-logs",
+    ]

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from factories import ACCOUNT, PARTITION, REPO, job_env, snakemake_cmd
+from factories import ACCOUNT, PARTITION, REPO, job_env, local_cluster_args, snakemake_cmd
 
 pytestmark = pytest.mark.slurm
 
@@ -39,29 +39,12 @@ def test_snakemake_slurm_profile_runs_toy_workflow(slurm_cluster, tmp_path: Path
         str(SLURM_PROFILE),
         "--directory",
         str(workdir),
-        # the local test cluster (.ci/slurm-up.sh); a CLI --default-resources replaces the
-        # profile's whole list, so repeat mem_mb/runtime
-        "--default-resources",
-        f"slurm_partition={PARTITION}",
-        f"slurm_account={ACCOUNT}",
-        "mem_mb=200",
-        "runtime=5",
-        # Poll fast. The plugin checks N s after a submission and adds 10 s to the next wait
-        # whenever a check finds nothing finished; a trivial job here takes 5-8 s from sbatch
-        # to done on 2 cores (Snakemake starts twice inside it), so N=10 sees each wave of
-        # jobs on the first check (~30 s for the 2 waves) where N=1 costs ~12 s per job.
-        "--slurm-init-seconds-before-status-checks",
-        "10",
-        "--seconds-between-status-checks",
-        "1",
-        "--latency-wait",
-        "5",
-        "--retries",
-        "0",
-        "--slurm-logdir",
-        str(slurm_logs),
-        "--slurm-keep-successful-logs",
     ]
+    # Poll fast. The plugin checks N s after a submission and adds 10 s to the next wait
+    # whenever a check finds nothing finished; a trivial job here takes 5-8 s from sbatch
+    # to done on 2 cores (Snakemake starts twice inside it), so N=10 sees each wave of
+    # jobs on the first check (~30 s for the 2 waves) where N=1 costs ~12 s per job.
+    cmd += local_cluster_args(slurm_logs, mem_mb=200, runtime=5, first_check_s=10)
     has_gpu_gres = (
         "gpu"
         in subprocess.run(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from factories import ACCOUNT, PARTITION, REPO, job_env, snakemake_cmd
+from factories import REPO, job_env, local_cluster_args, snakemake_cmd
 
 from specscale.sweep.plan import Job, pack_resources
 
@@ -59,33 +59,20 @@ def run_sweep(profile: str, root: Path, config: dict, cores: int = 2, timeout: i
     workdir.mkdir(parents=True)
     path = root / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    cmd = snakemake_cmd() + [
-        "-s",
-        str(REPO / "Snakefile"),
-        "--configfile",
-        str(path),
-        "--directory",
-        str(workdir),
-        "--profile",
-        str(REPO / "profiles" / profile),
-        # the local test cluster; a CLI --default-resources replaces the profile's list
-        "--default-resources",
-        f"slurm_partition={PARTITION}",
-        f"slurm_account={ACCOUNT}",
-        "mem_mb=1000",
-        "runtime=10",
-        "--slurm-init-seconds-before-status-checks",
-        "3",
-        "--seconds-between-status-checks",
-        "1",
-        "--latency-wait",
-        "5",
-        "--retries",
-        "0",
-        "--slurm-logdir",
-        str(slurm_logs),
-        "--slurm-keep-successful-logs",
-    ]
+    cmd = (
+        snakemake_cmd()
+        + [
+            "-s",
+            str(REPO / "Snakefile"),
+            "--configfile",
+            str(path),
+            "--directory",
+            str(workdir),
+            "--profile",
+            str(REPO / "profiles" / profile),
+        ]
+        + local_cluster_args(slurm_logs)
+    )
     if profile == "slurm-packed":
         cmd += ["--cores", str(cores)]  # the local node's width (the profile's 16 suits a real node)
     cmd += list(extra)

@@ -12,7 +12,7 @@ import time
 
 import pytest
 import yaml
-from factories import ACCOUNT, PARTITION, REPO, job_env, snakemake_cmd
+from factories import ACCOUNT, PARTITION, REPO, job_env, local_cluster_args, snakemake_cmd
 from test_workflow import TINY
 
 from specscale.sweep.agents import AgentsConfig, launch_agents
@@ -28,34 +28,20 @@ def test_small_sweep_runs_through_the_slurm_profile(slurm_cluster, tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(TINY))
     slurm_logs = tmp_path / "slurm_logs"
-    cmd = snakemake_cmd() + [
-        "-s",
-        str(REPO / "Snakefile"),
-        "--configfile",
-        str(config),
-        "--directory",
-        str(workdir),
-        "--profile",
-        str(REPO / "profiles" / "slurm"),
-        # the local test cluster; a CLI --default-resources replaces the profile's list
-        "--default-resources",
-        f"slurm_partition={PARTITION}",
-        f"slurm_account={ACCOUNT}",
-        "mem_mb=1000",
-        "runtime=10",
-        # poll often: jobs here take 5-30 s (Snakemake starts inside each one)
-        "--slurm-init-seconds-before-status-checks",
-        "3",
-        "--seconds-between-status-checks",
-        "1",
-        "--latency-wait",
-        "5",
-        "--retries",
-        "0",
-        "--slurm-logdir",
-        str(slurm_logs),
-        "--slurm-keep-successful-logs",
-    ]
+    cmd = (
+        snakemake_cmd()
+        + [
+            "-s",
+            str(REPO / "Snakefile"),
+            "--configfile",
+            str(config),
+            "--directory",
+            str(workdir),
+            "--profile",
+            str(REPO / "profiles" / "slurm"),
+        ]
+        + local_cluster_args(slurm_logs)
+    )  # poll often: jobs here take 5-30 s (Snakemake starts in each)
     t0 = time.monotonic()
     proc = subprocess.run(cmd, cwd=tmp_path, env=job_env(), capture_output=True, text=True, timeout=300)
     elapsed = time.monotonic() - t0
