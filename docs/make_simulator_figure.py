@@ -1,8 +1,9 @@
 """Regenerate docs/simulator.png: spectra of the synthetic default across log g, and d flux / d log g.
 
-.venv/bin/python docs/make_simulator_figure.py
+.venv/bin/python docs/make_simulator_figure.py [--version 1|2]   (default: the default version, 2)
 """
 
+import argparse
 from pathlib import Path
 
 import matplotlib
@@ -11,12 +12,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-from specscale.sim.atmosphere import SyntheticAtmosphere
+from specscale.sim.atmosphere_v2 import DEFAULT_VERSION, atmosphere_config, make_atmosphere
 from specscale.sim.instrument import air_to_vacuum
 
 
 def main() -> None:
-    model = SyntheticAtmosphere()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--version", type=int, default=DEFAULT_VERSION)
+    version = ap.parse_args().version
+    model = make_atmosphere(atmosphere_config({"version": version}))
     wave = model.instrument.wave
     fig, axes = plt.subplots(4, 2, figsize=(14, 11), gridspec_kw={"width_ratios": [3, 1]})
     windows = {"Ca II 8542": (8520, 8570), "Na I 8183/8195": (8170, 8210)}
@@ -28,7 +32,10 @@ def main() -> None:
             lo, hi = windows["Ca II 8542"] if row == 0 else windows["Na I 8183/8195"]
             sel = (wave > lo) & (wave < hi)
             zoom.plot(wave[sel], flux[sel], lw=1, color=colour)
-        ax.set_title(f"Teff {teff:.0f} K, [M/H] {mh:+.1f}, [alpha/M] 0: median-normalised PFS MR flux")
+        ax.set_title(
+            f"simulator version {version}, Teff {teff:.0f} K, [M/H] {mh:+.1f}, [alpha/M] 0: "
+            "median-normalised PFS MR flux"
+        )
         ax.legend(ncol=4, fontsize=8)
         zoom.set_title("Ca II 8542" if row == 0 else "Na I doublet")
         ax_j, zoom_j = axes[2 * row + 1]
@@ -43,7 +50,7 @@ def main() -> None:
     for ax in axes[-1]:
         ax.set_xlabel("vacuum wavelength (A)")
     fig.tight_layout()
-    out = Path(__file__).with_name("simulator.png")
+    out = Path(__file__).with_name("simulator.png" if version == DEFAULT_VERSION else f"simulator_v{version}.png")
     fig.savefig(out, dpi=80)
     print(f"wrote {out}")
 

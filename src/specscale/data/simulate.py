@@ -37,7 +37,13 @@ from specscale.core.hardware import resolve_device
 from specscale.core.vocab import LABELS, PRIORS, SPLIT_CODE, SPLITS
 from specscale.data.sources import SYNTHETIC_FORMAT
 from specscale.sim.atmosphere import AtmosphereConfig
-from specscale.sim.atmosphere_v2 import AtmosphereV2Config, atmosphere_config, make_atmosphere, simulator_version
+from specscale.sim.atmosphere_v2 import (
+    DEFAULT_VERSION,
+    AtmosphereV2Config,
+    atmosphere_config,
+    make_atmosphere,
+    simulator_version,
+)
 from specscale.sim.observe import ObservingConfig
 
 FORMAT_VERSION = 1
@@ -86,7 +92,7 @@ def simulation_configs(config: dict, **overrides):
     return (
         from_dict(SimulationConfig, sim, "simulation"),
         from_dict(ObservingConfig, section(config, "observation"), "observation"),
-        atmosphere_config(section(config, "atmosphere"), "atmosphere"),
+        atmosphere_config(section(config, "atmosphere"), "atmosphere", default_version=DEFAULT_VERSION),
     )
 
 
@@ -122,7 +128,7 @@ def simulate(
     progress: bool = True,
 ) -> str:
     """Simulate train/val/test and write ``out``; returns the content hash."""
-    obs, atm = obs or ObservingConfig(), atm or AtmosphereConfig()
+    obs, atm = obs or ObservingConfig(), atm or AtmosphereV2Config()
     out = Path(out)
     if out.suffix != ".h5":
         raise ConfigError(f"output {out} must end in .h5")

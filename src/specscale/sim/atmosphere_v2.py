@@ -31,11 +31,18 @@ Select it with ``atmosphere: {version: 2, ...}``. All steps are smooth in (Teff,
    normalised per line at a reference star (4500 K, 2.5, 0, 0): log gf is implied by
    ``log_s_ref`` (drawn from N(>S) ~ S^-``s_slope`` between ``s_min`` and ``s_max`` A).
 3. **Curve of growth.** Each weak line's optical depth on the fine grid is
-   S [ G_sigma(x) + gamma L(x) ], a Gaussian core (intrinsic + turbulent width, as in version 1)
+   S c [ G_sigma(x) + gamma L(x) ], a Gaussian core (intrinsic + turbulent width, as in version 1)
    plus a damping wing L(x) = 1 / (pi (x^2 + x_c^2)) (the Voigt far wing gamma / (pi x^2)) within
-   +- ``wing_half_A``; f = exp(-tau) then saturates: equivalent widths grow linearly with S for
-   weak lines, logarithmically when the core saturates, as sqrt(S gamma) on the damping part
-   (Gray ch. 16). Strong lines use pseudo-Voigt profiles as in version 1.
+   +- ``wing_half_A``, with c = 1 / (1 + gamma a_w) (a_w: the wing's area in its window) so the
+   line's opacity area stays S: damping moves opacity from the core into the wings, as a Voigt
+   profile does, rather than adding to it. f = exp(-tau) then saturates: equivalent widths grow
+   linearly with S (and do not depend on gamma) for weak lines, logarithmically when the core
+   saturates, as sqrt(S gamma) on the damping part (Gray ch. 16). Strong lines use pseudo-Voigt
+   profiles (area S, as version 1's) with an intrinsic core of ``strong_core_kms`` (thermal plus
+   microturbulent widths are 2-3 km/s; version 1's 8 km/s made the saturated cores so wide that
+   the damping part of the curve of growth, and with it Mg I 8807's gravity response, never
+   showed). Version 2's strong-line table differs from version 1's only for Mg I 8807
+   (:data:`specscale.sim.lines._STRONG_V2`).
 4. **Damping per line** (Unsold van der Waals, Gray eq. 11.x: gamma_6 ~ C_6^(2/5) T^(3/10) P_H):
    gamma = gamma_ref (P_H / P_H,ref) (T / T_ref)^0.3, gamma_ref larger for high-excitation lines;
    Paschen (linear Stark, Holtsmark) gamma ~ P_e^(2/3).
@@ -51,9 +58,11 @@ Select it with ``atmosphere: {version: 2, ...}``. All steps are smooth in (Teff,
 6. Continuum, turbulence, LSF, pixel averaging and the smoothed median: as version 1.
 
 Knobs (:class:`AtmosphereV2Config`): ``gravity_scale``, ``t_form``, ``t_mol``, ``ln_p0``,
-``log_k0``, ``s_min``/``s_max``/``s_slope``, ``weak_lines_per_A``, ``wing_half_A`` and version 1's
-grid, broadening and turbulence knobs. Not modelled: depth dependence (one layer), NLTE, H2, second
-ionisation, T-dependent partition functions, a real line list, [C/M].
+``log_k0``, ``s_min``/``s_max``/``s_slope``, ``weak_lines_per_A``, ``wing_half_A``,
+``strong_core_kms`` and version 1's grid, broadening and turbulence knobs. On the CPU the per-line
+map runs through scipy's CSR kernel (:class:`_HostSparseMatmul`), elsewhere through torch's.
+Not modelled: depth dependence (one layer), NLTE, H2, second ionisation, T-dependent partition
+functions, a real line list, [C/M].
 """
 
 from __future__ import annotations
@@ -89,6 +98,7 @@ MOL_REF = {"CN": 0, "TiO": 1, "VO": 2}
 ENVELOPE_CHI = 0.3  # eV, the band envelopes' mean rotational-vibrational energy
 NEWTON_STEPS = 8
 VERSIONS = (1, 2)
+DEFAULT_VERSION = 2  # of a new config without atmosphere.version (the embedded default since issue 10)
 
 
 @dataclass(frozen=True)
@@ -100,6 +110,7 @@ class AtmosphereV2Config:
     wave_max: float = 9000.0
     step_kms: float = 8.0
     broadening_kms: float = 8.0
+    strong_core_kms: float = 4.0  # intrinsic Gaussian sigma of the strong lines' cores (km/s)
     xi_dwarf_kms: float = 2.0
     xi_giant_kms: float = 3.0  # calibrated (version 1: 12): a global, linear log g signal
     weak_lines_per_A: float = 1.5
@@ -124,7 +135,16 @@ class AtmosphereV2Config:
             raise ValueError(f"AtmosphereV2Config is version 2, got version={self.version!r}")
         if not self.wave_min < 7000.0 or not self.wave_max > 8900.0:
             raise ValueError("atmosphere wave_min/wave_max must cover the PFS red arm (7100-8850 A)")
-        for name in ("step_kms", "broadening_kms", "weak_lines_per_A", "t_form", "t_mol", "s_min", "s_slope"):
+        for name in (
+            "step_kms",
+            "broadening_kms",
+            "strong_core_kms",
+            "weak_lines_per_A",
+            "t_form",
+            "t_mol",
+            "s_min",
+            "s_slope",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"atmosphere.{name} must be positive, got {getattr(self, name)!r}")
         if not self.s_min < self.s_max:
@@ -137,11 +157,13 @@ class AtmosphereV2Config:
             raise ValueError(f"atmosphere.wing_half_A must be in 0.5..20 A, got {self.wing_half_A!r}")
 
 
-def atmosphere_config(values: dict | None, where: str = "atmosphere"):
-    """The atmosphere config of a config section: ``version`` 1 (also when absent: old configs and
-    datasets stay as they were) -> :class:`AtmosphereConfig`, 2 -> :class:`AtmosphereV2Config`."""
+def atmosphere_config(values: dict | None, where: str = "atmosphere", default_version: int = 1):
+    """The atmosphere config of a config section: ``version`` 1 -> :class:`AtmosphereConfig`,
+    2 -> :class:`AtmosphereV2Config`. A section without ``version`` is ``default_version``: 1 for
+    a stored dataset's section (every file written before version 2 existed has none, and version
+    1 sections are stored without it), :data:`DEFAULT_VERSION` for a user's config."""
     values = dict(values or {})
-    version = values.get("version", 1)
+    version = values.get("version", default_version)
     if not_finite(version, parse_strings=True):
         raise ConfigError(f"{where}.version={version!r} must be finite (NaN and infinity are not allowed)")
     if isinstance(version, bool) or not isinstance(version, int) or version not in VERSIONS:
@@ -170,6 +192,36 @@ def _csr(a, dtype, device):
         idx = torch.as_tensor(np.vstack([a.row, a.col]), device=device)
         coo = torch.sparse_coo_tensor(idx, torch.as_tensor(a.data, dtype=dtype, device=device), a.shape)
         return coo.coalesce().to_sparse_csr()
+
+
+class _HostSparseMatmul(torch.autograd.Function):
+    """y = M @ x on the CPU through scipy's CSR kernel (~3x torch's CSR matmul here, one thread),
+    with the same reverse- and forward-mode derivatives as ``_SparseMatmul``. ``m``, ``mt``: scipy
+    CSR matrices of x's dtype."""
+
+    @staticmethod
+    def forward(x, m, mt):
+        return torch.from_numpy(m @ x.detach().numpy())
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, ctx.m, ctx.mt = inputs
+
+    @staticmethod
+    def backward(ctx, g):
+        return torch.from_numpy(ctx.mt @ g.detach().contiguous().numpy()), None, None
+
+    @staticmethod
+    def jvp(ctx, x_t, m_t, mt_t):
+        return torch.from_numpy(ctx.m @ x_t.detach().contiguous().numpy())
+
+
+def _line_map(weak: torch.Tensor, T) -> torch.Tensor:
+    """The negated per-line map applied to the weak-line columns: scipy on the CPU, torch's CSR
+    kernel elsewhere (GPU)."""
+    if weak.device.type == "cpu":
+        return _HostSparseMatmul.apply(weak.contiguous(), T["lines_np"], T["lines_np_t"])
+    return _SparseMatmul.apply(weak.contiguous(), T["lines_m"], T["lines_mt"])
 
 
 class SyntheticAtmosphereV2(SyntheticAtmosphere):
@@ -252,6 +304,7 @@ class SyntheticAtmosphereV2(SyntheticAtmosphere):
         if key in self._cache and "lines_m" in self._cache[key]:
             return self._cache[key]
         T = super()._tensors(dtype, device)
+        np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
         t = lambda a: torch.as_tensor(np.asarray(a, dtype=float), dtype=dtype, device=device)
         ix = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.long, device=device)
         m = self._line_matrix
@@ -271,6 +324,8 @@ class SyntheticAtmosphereV2(SyntheticAtmosphere):
         T.update(
             lines_m=_csr(-m, dtype, device),  # negated: ln f = -tau
             lines_mt=_csr(-m.T, dtype, device),
+            lines_np=(-m).astype(np_dtype).tocsr(),
+            lines_np_t=(-m.T).astype(np_dtype).tocsr(),
             sp_log_a=t([s.log_eps - 12.0 for s in SPECIES]),
             sp_chi=t([s.chi_ion for s in SPECIES]),
             sp_ln_u=t([math.log(0.6665 * s.u_ratio) for s in SPECIES]),
@@ -278,8 +333,11 @@ class SyntheticAtmosphereV2(SyntheticAtmosphere):
             sp_metal=t([s.name != "H" for s in SPECIES]),
             w_M=t(w_m),
             w_ln_gamma=t(LN10 * ll["log_gamma_ref"]),
+            wing_area=t(m[:, 2 * n_l : 3 * n_l].T @ (self.fine_wave * self.dln)),  # A x (1/A) per line
             s_pop=ix(st["stage"] * n_sp + st["species"]),
             s_chi=t(st["chi"]),
+            log_s=t(st["log_s"]),  # version 2's strong-line table (lines._STRONG_V2)
+            log_gamma=t(st["log_gamma"]),
         )
         mol_ref = np.array([MOL_REF[m[0]] for m in MOLECULES])
         ref = self._log_features(torch.tensor(REF_STARS, dtype=dtype, device=device), T)
@@ -391,16 +449,20 @@ class SyntheticAtmosphereV2(SyntheticAtmosphere):
 
     @staticmethod
     def _strength_columns(sl, T):
-        """Weak-line strengths S (L, B) and damping widths gamma (L, B), column layout."""
+        """Weak-line strengths S (L, B), damping widths gamma (L, B) and core shares
+        c = 1 / (1 + gamma a_w) (L, B), column layout. The damping wing moves opacity out of the
+        core rather than adding to it: core S c plus wing S gamma c L(x) keep the line's area S
+        (a_w: the wing's area within its window), so a weak line's equivalent width does not
+        depend on gamma (the linear part of the curve of growth), a saturated one's does."""
         s = torch.exp(T["w_const"][:, None] + T["w_M"] @ sl["feat"].T)
         gamma = torch.exp(T["w_ln_gamma"][:, None] + sl["ln_g"][None, :])
-        return s, gamma
+        return s, gamma, 1.0 / (1.0 + gamma * T["wing_area"][:, None])
 
     def _line_laws(self, theta: torch.Tensor, T) -> dict[str, torch.Tensor]:
         sl = self._star_laws(theta, T)
-        s, gamma = self._strength_columns(sl, T)
-        u = sl["u"][None, :]
-        weak = torch.cat([(1 - u) * s, u * s, s * gamma, sl["env"].T], 0)
+        s, gamma, core = self._strength_columns(sl, T)
+        u, sc = sl["u"][None, :], s * core
+        weak = torch.cat([(1 - u) * sc, u * sc, sc * gamma, sl["env"].T], 0)
         return {"weak": weak.T, **{k: sl[k] for k in self._COEFS}}
 
     def jacobian(self, theta: torch.Tensor, method: str = "laws") -> tuple[torch.Tensor, torch.Tensor]:
@@ -414,22 +476,25 @@ class SyntheticAtmosphereV2(SyntheticAtmosphere):
         T = self._tensors(theta.dtype, theta.device)
         n_b = theta.shape[0]
         sl, d, cont, d_cont = self._law_jvps(theta, T, laws=self._star_laws)  # d: (4, B, ...)
-        s, gamma = self._strength_columns(sl, T)
+        s, gamma, core = self._strength_columns(sl, T)
         n_l = s.shape[0]
         # weak-line columns (3 L + 3, 5 B): primal, then the tangent along each parameter, written
         # in place by broadcasting (no repeated copies)
         weak = torch.empty(3 * n_l + len(MOLECULES), 5, n_b, dtype=s.dtype, device=s.device)
-        u, du = sl["u"], d["u"].view(4, n_b)
-        ds = (T["w_M"] @ d["feat"].reshape(4 * n_b, -1).T).view(n_l, 4, n_b).mul_(s[:, None, :])  # d S
+        u, du, dg = sl["u"], d["u"].view(4, n_b), d["ln_g"].view(4, n_b)
+        dls = (T["w_M"] @ d["feat"].reshape(4 * n_b, -1).T).view(n_l, 4, n_b)  # d ln S
         narrow, broad, wing = weak[:n_l], weak[n_l : 2 * n_l], weak[2 * n_l : 3 * n_l]
-        torch.mul(s, 1 - u, out=narrow[:, 0])
-        torch.mul(s, u, out=broad[:, 0])
-        torch.mul(s, gamma, out=wing[:, 0])
-        s3 = s[:, None, :]
+        sc = s.mul_(core)  # the core's share, S c; d ln(S c) = d ln S - (1 - c) d ln gamma
+        torch.mul(sc, 1 - u, out=narrow[:, 0])
+        torch.mul(sc, u, out=broad[:, 0])
+        torch.mul(sc, gamma, out=wing[:, 0])
+        c3 = core[:, None, :]
+        # wing S gamma c: d ln = d ln S + c d ln gamma
+        torch.mul(torch.addcmul(dls, c3, dg), wing[:, None, 0], out=wing[:, 1:])
+        dsc = dls.sub_((1 - c3) * dg).mul_(sc[:, None, :])  # d (S c)
         b1 = broad[:, 1:]
-        torch.mul(ds, u, out=b1).addcmul_(s3, du)  # d(u S) = u dS + S du
-        torch.sub(ds, b1, out=narrow[:, 1:])  # d((1 - u) S) = dS - d(u S)
-        torch.mul(ds.addcmul_(s3, d["ln_g"].view(4, n_b)), gamma[:, None, :], out=wing[:, 1:])
+        torch.mul(dsc, u, out=b1).addcmul_(sc[:, None, :], du)  # d(u S c) = u d(S c) + S c du
+        torch.sub(dsc, b1, out=narrow[:, 1:])  # d((1 - u) S c) = d(S c) - d(u S c)
         weak[3 * n_l :, 0] = sl["env"].T
         weak[3 * n_l :, 1:] = d["env"].view(4, n_b, -1).permute(2, 0, 1)
         weak = weak.view(weak.shape[0], -1)
@@ -455,13 +520,13 @@ class SyntheticAtmosphereV2(SyntheticAtmosphere):
         s = torch.exp(LN10 * T["log_s"] + lt["strong"] - T["s_L_ref"])
         ln_gamma = LN10 * T["log_gamma"] + (1 - hyd) * (c.damping_p_exp * d_ph + 0.3 * d_t) + hyd * (2.0 / 3.0) * d_pe
         gamma = torch.exp(ln_gamma)
-        sig_kms = torch.sqrt(c.broadening_kms**2 + self.turbulence_kms(theta[:, LOGG]) ** 2)
+        sig_kms = torch.sqrt(c.strong_core_kms**2 + self.turbulence_kms(theta[:, LOGG]) ** 2)
         f_g = (2.3548200450309493 / C_KMS) * T["lam"] * sig_kms[:, None]
         return pseudo_voigt_terms(s, f_g, 2.0 * gamma)
 
     def _ln_fine(self, weak, lncont, profiles, T) -> torch.Tensor:
         """As version 1's, with the per-line sparse map in place of the family templates."""
-        ln = _SparseMatmul.apply(weak.contiguous(), T["lines_m"], T["lines_mt"])  # the map is negated
+        ln = _line_map(weak, T)  # the map is negated
         ln.index_add_(0, T["s_fine"], profiles, alpha=-1.0)
         n, n_c, step = ln.shape[0], lncont.shape[1], self.NODE_STEP
         w = torch.arange(step, dtype=ln.dtype, device=ln.device)[None, :, None] / step

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from specscale.sim.linelist import BAND_HEADS, PASCHEN, STRONG_LINES
+from specscale.sim.linelist import BAND_HEADS, PASCHEN, PASCHEN_LOG_GAMMA_REF, PASCHEN_LOG_S_REF, STRONG_LINES
 
 
 @dataclass(frozen=True)
@@ -93,18 +93,34 @@ _STRONG_CHI = {
 }
 
 
+# Version 2's own (log10 strength A, log10 Lorentz HWHM A) at the reference star where version 1's
+# table does not fit its narrower strong-line cores: Mg I 8807 sits on the damping part of the curve
+# of growth (solar EW ~0.55 A, K dwarfs ~0.9 A; its van der Waals wings make it stronger in dwarfs).
+_STRONG_V2 = {("Mg I", 8806.76): (0.5, -1.5)}
+
+
 def strong_line_data() -> dict[str, np.ndarray]:
     """Per strong line (STRONG_LINES then Paschen P20..P12): species index, stage (0 neutral,
-    1 singly ionised) and lower excitation potential (eV)."""
-    sp, stage, chi = [], [], []
-    for name, lam, *_ in STRONG_LINES:
+    1 singly ionised), lower excitation potential (eV), and version 2's reference strength
+    ``log_s`` (log10 A) and Lorentz HWHM ``log_gamma`` (log10 A)."""
+    sp, stage, chi, log_s, log_gamma = [], [], [], [], []
+    for name, lam, _, _, ls, _, lg, _ in STRONG_LINES:
         elem, ion = name.split()
         sp.append(SPECIES_INDEX[elem])
         stage.append(0 if ion == "I" else 1)
         chi.append(_STRONG_CHI[(name, lam)])
+        ls, lg = _STRONG_V2.get((name, lam), (ls, lg))
+        log_s.append(ls), log_gamma.append(lg)
     for _ in PASCHEN:
         sp.append(SPECIES_INDEX["H"]), stage.append(0), chi.append(12.09)  # n = 3
-    return {"species": np.array(sp), "stage": np.array(stage), "chi": np.array(chi, dtype=float)}
+        log_s.append(PASCHEN_LOG_S_REF), log_gamma.append(PASCHEN_LOG_GAMMA_REF)
+    return {
+        "species": np.array(sp),
+        "stage": np.array(stage),
+        "chi": np.array(chi, dtype=float),
+        "log_s": np.array(log_s, dtype=float),
+        "log_gamma": np.array(log_gamma, dtype=float),
+    }
 
 
 # Weak-line mix: (species or molecule, share of the lines, share of them from the ion).
