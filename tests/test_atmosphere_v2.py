@@ -216,3 +216,19 @@ def test_version_1_reproduces_an_old_dataset_byte_for_byte(tmp_path):
     s, o, a = simulation_configs({"atmosphere": {"version": 1}}, n_train=6, n_val=3, n_test=5, seed=7, device="cpu")
     assert simulate(tmp_path / "b.h5", s, o, a, progress=False) == OLD_TINY_HASH
     assert type(simulator_of(open_source(tmp_path / "a.h5"))) is SyntheticAtmosphere
+
+
+def test_host_sparse_matmul_derivatives_match_torch_csr():
+    """The CPU path of the per-line map (scipy's CSR kernel) against torch's, forward, reverse and
+    forward-mode, on a small random matrix."""
+    from scipy import sparse
+
+    from specscale.sim.atmosphere import _SparseMatmul
+    from specscale.sim.atmosphere_v2 import _csr, _HostSparseMatmul
+
+    m = sparse.random(30, 20, density=0.2, random_state=np.random.default_rng(0), format="csr")
+    x = torch.randn(20, 3, dtype=torch.float64, requires_grad=True)
+    args_np, args_t = (m, m.T.tocsr()), (_csr(m, torch.float64, "cpu"), _csr(m.T, torch.float64, "cpu"))
+    assert torch.allclose(_HostSparseMatmul.apply(x, *args_np), _SparseMatmul.apply(x, *args_t))
+    assert torch.autograd.gradcheck(lambda a: _HostSparseMatmul.apply(a, *args_np), (x,))
+    assert torch.autograd.gradcheck(lambda a: _HostSparseMatmul.apply(a, *args_np), (x,), check_forward_ad=True)
