@@ -218,17 +218,16 @@ def test_version_1_reproduces_an_old_dataset_byte_for_byte(tmp_path):
     assert type(simulator_of(open_source(tmp_path / "a.h5"))) is SyntheticAtmosphere
 
 
-def test_host_sparse_matmul_derivatives_match_torch_csr():
-    """The CPU path of the per-line map (scipy's CSR kernel) against torch's, forward, reverse and
-    forward-mode, on a small random matrix."""
+def test_sparse_matmul_scipy_operator_matches_torch_csr():
+    """The CPU path of the per-line map (a scipy CSR operator) against torch's CSR, forward, and its
+    reverse- and forward-mode derivatives, on a small random matrix."""
     from scipy import sparse
 
-    from specscale.sim.atmosphere import _SparseMatmul
-    from specscale.sim.atmosphere_v2 import _csr, _HostSparseMatmul
+    from specscale.sim.atmosphere import _csr, _SparseMatmul
 
     m = sparse.random(30, 20, density=0.2, random_state=np.random.default_rng(0), format="csr")
     x = torch.randn(20, 3, dtype=torch.float64, requires_grad=True)
     args_np, args_t = (m, m.T.tocsr()), (_csr(m, torch.float64, "cpu"), _csr(m.T, torch.float64, "cpu"))
-    assert torch.allclose(_HostSparseMatmul.apply(x, *args_np), _SparseMatmul.apply(x, *args_t))
-    assert torch.autograd.gradcheck(lambda a: _HostSparseMatmul.apply(a, *args_np), (x,))
-    assert torch.autograd.gradcheck(lambda a: _HostSparseMatmul.apply(a, *args_np), (x,), check_forward_ad=True)
+    assert torch.allclose(_SparseMatmul.apply(x, *args_np), _SparseMatmul.apply(x, *args_t))
+    assert torch.autograd.gradcheck(lambda a: _SparseMatmul.apply(a, *args_np), (x,))
+    assert torch.autograd.gradcheck(lambda a: _SparseMatmul.apply(a, *args_np), (x,), check_forward_ad=True)

@@ -139,15 +139,33 @@ def smoothed_median_jvp(x: torch.Tensor, dx: torch.Tensor, width: float, iterati
     return m[..., 0] + g / dg, d_g / dg - g * d_dg / dg**2
 
 
+def _csr(a, dtype, device) -> torch.Tensor:
+    """A scipy sparse matrix as a torch CSR tensor of ``dtype`` on ``device``."""
+    with warnings.catch_warnings():  # torch flags sparse CSR as beta
+        warnings.simplefilter("ignore", UserWarning)
+        a = a.tocoo()
+        idx = torch.as_tensor(np.vstack([a.row, a.col]), device=device)
+        coo = torch.sparse_coo_tensor(idx, torch.as_tensor(a.data, dtype=dtype, device=device), a.shape)
+        return coo.coalesce().to_sparse_csr()
+
+
+def _matmul(m, x: torch.Tensor) -> torch.Tensor:
+    """m @ x for a torch CSR tensor or a scipy CSR matrix (CPU, x's dtype)."""
+    if isinstance(m, torch.Tensor):
+        return m @ x
+    return torch.from_numpy(m @ x.detach().numpy())
+
+
 class _SparseMatmul(torch.autograd.Function):
     """y = M @ x for a fixed sparse CSR M and a dense x (n_in, R), with reverse- and forward-mode
-    derivatives (torch's CSR matmul has no forward-mode AD). The simulator keeps the fine-grid
-    axis first so that x is contiguous in the layout torch's CSR kernel is fast on (a transposed
-    operand costs ~4x)."""
+    derivatives (torch's CSR matmul has no forward-mode AD). M (and its transpose) is a torch CSR
+    tensor or, on the CPU, a scipy CSR matrix (its kernel is ~3x torch's CPU one on version 2's
+    per-line map, same results). The simulator keeps the fine-grid axis first so that x is
+    contiguous in the layout the CSR kernels are fast on (a transposed operand costs ~4x)."""
 
     @staticmethod
     def forward(x, m, mt):
-        return m @ x
+        return _matmul(m, x)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -155,11 +173,11 @@ class _SparseMatmul(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
-        return ctx.mt @ g.contiguous(), None, None
+        return _matmul(ctx.mt, g.contiguous()), None, None
 
     @staticmethod
     def jvp(ctx, x_t, m_t, mt_t):
-        return ctx.m @ x_t.contiguous()
+        return _matmul(ctx.m, x_t.contiguous())
 
 
 class SyntheticAtmosphere:
@@ -324,19 +342,11 @@ class SyntheticAtmosphere:
             t = lambda a: torch.as_tensor(np.asarray(a), dtype=dtype, device=device)
             st = self._strong
             m = self._pixel_matrix.tocoo()
-
-            def csr(a):
-                with warnings.catch_warnings():  # torch flags sparse CSR as beta
-                    warnings.simplefilter("ignore", UserWarning)
-                    idx = torch.as_tensor(np.vstack([a.row, a.col]), device=device)
-                    coo = torch.sparse_coo_tensor(idx, torch.as_tensor(a.data, dtype=dtype, device=device), a.shape)
-                    return coo.coalesce().to_sparse_csr()
-
             self._cache[key] = {
                 "wave": t(self.fine_wave),
                 "templates_t": t(self._templates.T.copy()),  # (n_fine, 2 n_groups)
-                "pix": csr(m),
-                "pix_t": csr(m.T.tocoo()),
+                "pix": _csr(m, dtype, device),
+                "pix_t": _csr(m.T.tocoo(), dtype, device),
                 "filter": t(self._filter_weights),
                 "s_classes": [
                     (torch.as_tensor(ids, device=device), t(off[..., None] ** 2), t(taper[..., None]))

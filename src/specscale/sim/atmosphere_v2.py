@@ -60,7 +60,7 @@ Select it with ``atmosphere: {version: 2, ...}``. All steps are smooth in (Teff,
 Knobs (:class:`AtmosphereV2Config`): ``gravity_scale``, ``t_form``, ``t_mol``, ``ln_p0``,
 ``log_k0``, ``s_min``/``s_max``/``s_slope``, ``weak_lines_per_A``, ``wing_half_A``,
 ``strong_core_kms`` and version 1's grid, broadening and turbulence knobs. On the CPU the per-line
-map runs through scipy's CSR kernel (:class:`_HostSparseMatmul`), elsewhere through torch's.
+map runs through scipy's CSR kernel (``_line_operator``), elsewhere through torch's.
 Not modelled: depth dependence (one layer), NLTE, H2, second ionisation, T-dependent partition
 functions, a real line list, [C/M].
 """
@@ -68,7 +68,6 @@ functions, a real line list, [C/M].
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -82,6 +81,7 @@ from specscale.sim.atmosphere import (
     LOGG_REF,
     AtmosphereConfig,
     SyntheticAtmosphere,
+    _csr,
     _SparseMatmul,
     pseudo_voigt_terms,
     smoothed_median_jvp,
@@ -185,45 +185,6 @@ def simulator_version(config) -> str:
     return "2.0" if isinstance(config, AtmosphereV2Config) else "1.0"
 
 
-def _csr(a, dtype, device):
-    with warnings.catch_warnings():  # torch flags sparse CSR as beta
-        warnings.simplefilter("ignore", UserWarning)
-        a = a.tocoo()
-        idx = torch.as_tensor(np.vstack([a.row, a.col]), device=device)
-        coo = torch.sparse_coo_tensor(idx, torch.as_tensor(a.data, dtype=dtype, device=device), a.shape)
-        return coo.coalesce().to_sparse_csr()
-
-
-class _HostSparseMatmul(torch.autograd.Function):
-    """y = M @ x on the CPU through scipy's CSR kernel (~3x torch's CSR matmul here, one thread),
-    with the same reverse- and forward-mode derivatives as ``_SparseMatmul``. ``m``, ``mt``: scipy
-    CSR matrices of x's dtype."""
-
-    @staticmethod
-    def forward(x, m, mt):
-        return torch.from_numpy(m @ x.detach().numpy())
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        _, ctx.m, ctx.mt = inputs
-
-    @staticmethod
-    def backward(ctx, g):
-        return torch.from_numpy(ctx.mt @ g.detach().contiguous().numpy()), None, None
-
-    @staticmethod
-    def jvp(ctx, x_t, m_t, mt_t):
-        return torch.from_numpy(ctx.m @ x_t.detach().contiguous().numpy())
-
-
-def _line_map(weak: torch.Tensor, T) -> torch.Tensor:
-    """The negated per-line map applied to the weak-line columns: scipy on the CPU, torch's CSR
-    kernel elsewhere (GPU)."""
-    if weak.device.type == "cpu":
-        return _HostSparseMatmul.apply(weak.contiguous(), T["lines_np"], T["lines_np_t"])
-    return _SparseMatmul.apply(weak.contiguous(), T["lines_m"], T["lines_mt"])
-
-
 class SyntheticAtmosphereV2(SyntheticAtmosphere):
     """Simulator version 2 (module docstring). Same public methods as version 1."""
 
@@ -304,7 +265,6 @@ class SyntheticAtmosphereV2(SyntheticAtmosphere):
         if key in self._cache and "lines_m" in self._cache[key]:
             return self._cache[key]
         T = super()._tensors(dtype, device)
-        np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
         t = lambda a: torch.as_tensor(np.asarray(a, dtype=float), dtype=dtype, device=device)
         ix = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.long, device=device)
         m = self._line_matrix
@@ -322,10 +282,8 @@ class SyntheticAtmosphereV2(SyntheticAtmosphere):
         w_m[is_mol, -2] = -ll["chi"][is_mol]
         w_m[:, -1] = -1.0
         T.update(
-            lines_m=_csr(-m, dtype, device),  # negated: ln f = -tau
-            lines_mt=_csr(-m.T, dtype, device),
-            lines_np=(-m).astype(np_dtype).tocsr(),
-            lines_np_t=(-m.T).astype(np_dtype).tocsr(),
+            lines_m=self._line_operator(-m, dtype, device),  # negated: ln f = -tau
+            lines_mt=self._line_operator(-m.T, dtype, device),
             sp_log_a=t([s.log_eps - 12.0 for s in SPECIES]),
             sp_chi=t([s.chi_ion for s in SPECIES]),
             sp_ln_u=t([math.log(0.6665 * s.u_ratio) for s in SPECIES]),
@@ -348,6 +306,14 @@ class SyntheticAtmosphereV2(SyntheticAtmosphere):
         T["s_L_ref"] = ref["strong"][0]
         T["ln_ph_ref"], T["ln_pe_ref"], T["ln_t_ref"] = ref["ln_ph"][0], ref["ln_pe"][0], ref["ln_t"][0]
         return T
+
+    @staticmethod
+    def _line_operator(a, dtype, device):
+        """The per-line map for ``_SparseMatmul``: scipy CSR on the CPU (its kernel is ~3x torch's
+        there, same results), a torch CSR tensor elsewhere."""
+        if torch.device(device).type == "cpu":
+            return a.astype(torch.empty(0, dtype=dtype).numpy().dtype).tocsr()
+        return _csr(a, dtype, device)
 
     # ---- physics ------------------------------------------------------------------------------
     def photosphere(self, theta: torch.Tensor, T=None) -> dict[str, torch.Tensor]:
@@ -526,7 +492,7 @@ class SyntheticAtmosphereV2(SyntheticAtmosphere):
 
     def _ln_fine(self, weak, lncont, profiles, T) -> torch.Tensor:
         """As version 1's, with the per-line sparse map in place of the family templates."""
-        ln = _line_map(weak, T)  # the map is negated
+        ln = _SparseMatmul.apply(weak.contiguous(), T["lines_m"], T["lines_mt"])  # the map is negated
         ln.index_add_(0, T["s_fine"], profiles, alpha=-1.0)
         n, n_c, step = ln.shape[0], lncont.shape[1], self.NODE_STEP
         w = torch.arange(step, dtype=ln.dtype, device=ln.device)[None, :, None] / step
