@@ -128,7 +128,8 @@ def simulate(
     progress: bool = True,
 ) -> str:
     """Simulate train/val/test and write ``out``; returns the content hash."""
-    obs, atm = obs or ObservingConfig(), atm or AtmosphereV2Config()
+    obs = obs or ObservingConfig()
+    atm = atm or atmosphere_config({}, default_version=DEFAULT_VERSION)
     out = Path(out)
     if out.suffix != ".h5":
         raise ConfigError(f"output {out} must end in .h5")
