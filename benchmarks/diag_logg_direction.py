@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from _common import write_section
 
-from specscale.core.vocab import LOGG, MagCell
+from specscale.core.vocab import LOGG, MagRange
 from specscale.data.simulate import simulate, simulation_configs
 from specscale.data.simulator import simulator_of
 from specscale.data.sources import open_source
@@ -36,7 +36,7 @@ def directions(version: int, n: int, mag: str, seed: int):
         )
         simulate(Path(tmp) / "d.h5", sim, obs, atm, progress=False)
         src = open_source(Path(tmp) / "d.h5")
-        b = src.noiseless("test", np.arange(n), MagCell.parse(mag))
+        b = src.noiseless("test", np.arange(n), MagRange.parse(mag))
         sigma = np.sqrt(b.var_a * b.flux + b.var_b)
         model = simulator_of(src)
         labels = torch.as_tensor(b.labels, dtype=torch.float64)

@@ -25,7 +25,7 @@ import torch
 import yaml
 from _common import write_section
 
-from specscale.core.vocab import LOGG, MagCell
+from specscale.core.vocab import LOGG, MagRange
 from specscale.data.simulate import simulate, simulation_configs
 from specscale.data.sources import open_source
 from specscale.models.ridge import RidgeAccumulator, RidgeParams, select_alpha
@@ -40,7 +40,7 @@ def r2(y, p):
 
 def curve(source, sizes, noise=1.0, mag="20.5-22.5", seed=0, params=None):
     params = params or RidgeParams()
-    cell = MagCell.parse(mag)
+    cell = MagRange.parse(mag)
     acc = RidgeAccumulator(source.wave.size)
     alphas, out, done = params.alphas(), [], 0
     for n in sorted(sizes):

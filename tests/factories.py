@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from specscale.core.vocab import SNR_EDGES, MagCell
+from specscale.core.vocab import SNR_EDGES, MagRange
 from specscale.models.metrics import evaluate
 from specscale.sweep.cube import Cell
 
@@ -111,7 +111,7 @@ def write_paired_cell(root: Path, cell: Cell, r2: float | None = None, n_test: i
         labels,
         pred,
         stars["snr"],
-        np.full(n_test, MagCell.parse(cell.mag).lo),
+        np.full(n_test, MagRange.parse(cell.mag).lo),
         {"schema": "specscale.predictions/1", "cell": record["cell"], "dataset_id": "d1"},
     )
     return path

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from specscale.cli import main
-from specscale.core.vocab import MagCell
+from specscale.core.vocab import MagRange
 from specscale.data.simulate import SimulationConfig, simulate
 from specscale.data.sources import DataError, open_source
 from specscale.sim.observe import FIELD_NODES_DEG, VIGNETTING, NoiseModel, ObservingConfig
@@ -204,12 +204,12 @@ def test_truncated_and_foreign_files_are_refused(small, tmp_path):
 
 
 def test_magnitude_cells():
-    assert MagCell.parse("21.5").is_fixed and MagCell.parse("20.5-22.5").label() == "20.5-22.5"
-    assert MagCell.parse(22).label() == "22"
+    assert MagRange.parse("21.5").is_fixed and MagRange.parse("20.5-22.5").label() == "20.5-22.5"
+    assert MagRange.parse(22).label() == "22"
     with pytest.raises(ValueError, match="magnitude cell"):
-        MagCell.parse("bright")
+        MagRange.parse("bright")
     with pytest.raises(ValueError, match="lo <= hi"):
-        MagCell.parse("23-21")
+        MagRange.parse("23-21")
 
 
 def test_cell_outside_the_data_is_refused(small):

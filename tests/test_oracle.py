@@ -7,7 +7,7 @@ import torch
 
 from specscale.ceiling.fisher import FisherConfig, SimulatorJacobian, fisher_matrix, marginal_crlb, sigma_unit
 from specscale.core.config import ConfigError, from_dict
-from specscale.core.vocab import MagCell
+from specscale.core.vocab import MagRange
 from specscale.data.simulate import SimulationConfig, simulate
 from specscale.data.simulator import prior_box
 from specscale.data.sources import DataError, open_source
@@ -27,7 +27,7 @@ def source(tmp_path_factory):
 
 def _fitted(source, mag="21.5", noise=1.0, **params):
     model = OracleModel(OracleParams(**params), seed=0)
-    model.fit(source, TrainCell(noise, MagCell.parse(mag), 1, 0), None)
+    model.fit(source, TrainCell(noise, MagRange.parse(mag), 1, 0), None)
     return model
 
 
@@ -80,8 +80,8 @@ def test_finds_the_global_maximum_inside_the_box(source):
 
 def test_model_interface_and_exact_spectra(source):
     model = build_model("oracle", {"models": {"oracle": {"n_starts": 2, "bank_size": 512}}}, seed=1)
-    model.check(source, TrainCell(0.0, MagCell.parse("20.5-22.5"), 5, 1))
-    info = model.fit(source, TrainCell(0.0, MagCell.parse("20.5-22.5"), 5, 1), None)
+    model.check(source, TrainCell(0.0, MagRange.parse("20.5-22.5"), 5, 1))
+    info = model.fit(source, TrainCell(0.0, MagRange.parse("20.5-22.5"), 5, 1), None)
     assert info["bank_size"] == 512 and info["n_starts"] == 2
     obs = source.observed("test", np.arange(6), "20.5-22.5", 0.0)  # noise level 0: exact spectra
     pred = model.predict(obs)
@@ -95,4 +95,4 @@ def test_predict_before_fit_and_foreign_source_fail_clearly(source, tmp_path):
     src = open_source(source.path)
     del src.config["atmosphere"]
     with pytest.raises(DataError, match="no simulator"):
-        OracleModel().check(src, TrainCell(1.0, MagCell.parse("21"), 1, 0))
+        OracleModel().check(src, TrainCell(1.0, MagRange.parse("21"), 1, 0))

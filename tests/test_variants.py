@@ -23,7 +23,7 @@ from snakemake.utils import validate
 from test_workflow import REPO, TINY, planned, snakemake
 
 from specscale.core.config import ConfigError
-from specscale.core.vocab import LOGG, MagCell
+from specscale.core.vocab import LOGG, MagRange
 from specscale.data.sources import open_source
 from specscale.models.features import (
     FeatureConfig,
@@ -322,10 +322,10 @@ def test_a_window_variant_of_ridge_ignores_pixels_outside_its_window(tiny_datase
     source = open_source(tiny_dataset)
     config = {"variants": {"r": {"base": "ridge", "params": {"n_alphas": 5}, "features": {"window": "mg_8807"}}}}
     model = build_model("r", config, seed=0)
-    model.fit(source, TrainCell(noise=1.0, mag=MagCell.parse("21.5"), n_train=200, seed=0), None)
+    model.fit(source, TrainCell(noise=1.0, mag=MagRange.parse("21.5"), n_train=200, seed=0), None)
     mask = window_mask(source.wave, "mg_8807")
     assert model.coef_.shape == (mask.sum(),)
-    obs = source.observed("test", np.arange(50), MagCell.parse("21.5"), 1.0, None)
+    obs = source.observed("test", np.arange(50), MagRange.parse("21.5"), 1.0, None)
     pred = model.predict(obs)
     obs.flux[:, ~mask] = 1e6  # nothing outside the window reaches the model
     np.testing.assert_array_equal(model.predict(obs), pred)
@@ -380,13 +380,13 @@ def test_vit_sigma_is_read_off_the_log_variance_column_of_logg(tiny_dataset, one
         }
     }
     model = build_model("v", config, seed=0)
-    model.build(source, TrainCell(noise=1.0, mag=MagCell.parse("21.5"), n_train=100, seed=0))
+    model.build(source, TrainCell(noise=1.0, mag=MagRange.parse("21.5"), n_train=100, seed=0))
     try:
         assert model.net.n_tokens == model.pixels.size // 32 + 1 and model.predicts_sigma
         with torch.no_grad():  # head columns: mean teff, mean logg, log var teff, log var logg
             model.net.head.weight.zero_()
             model.net.head.bias.copy_(torch.tensor([9.0, 0.5, 9.0, np.log(4.0)]))
-        obs = source.observed("test", np.arange(10), MagCell.parse("21.5"), 1.0, None)
+        obs = source.observed("test", np.arange(10), MagRange.parse("21.5"), 1.0, None)
         assert model.observed_inputs(obs).shape == (10, 1, model.pixels.size)
         mean, sigma = model.predict_with_sigma(obs)
         y = source.labels("train", np.arange(100))[:, LOGG].astype(np.float64)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from specscale.core.config import ConfigError, from_dict
-from specscale.core.vocab import LOGG, MagCell
+from specscale.core.vocab import LOGG, MagRange
 from specscale.data.loader import SlabBatchSampler, batch_variances, train_loader
 from specscale.data.sources import open_source
 from specscale.models.base import TrainCell
@@ -42,7 +42,7 @@ SMALL = ViTParams(
     log_every=2,
     eval_batch=64,
 )
-CELL = TrainCell(noise=1.0, mag=MagCell.parse("20.5-22.5"), n_train=300, seed=11)
+CELL = TrainCell(noise=1.0, mag=MagRange.parse("20.5-22.5"), n_train=300, seed=11)
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -36,7 +36,7 @@ import xarray as xr
 from specscale.core.config import ConfigError, to_jsonable
 from specscale.core.hardware import resolve_device
 from specscale.core.provenance import provenance
-from specscale.core.vocab import ALPHA, LABELS, LOGG, SNR_BIN_LABELS, SNR_EDGES, MagCell
+from specscale.core.vocab import ALPHA, LABELS, LOGG, SNR_BIN_LABELS, SNR_EDGES, MagRange
 from specscale.data.simulator import check_resimulated, prior_box, simulator_of
 from specscale.data.sources import DataError, Source
 from specscale.models.features import window_mask, window_ranges
@@ -138,7 +138,7 @@ class NeighbourJacobian:
     def __init__(self, source: Source, config: FisherConfig, cell):
         from scipy.spatial import cKDTree
 
-        self.source, self.k, self.cell = source, config.neighbours, MagCell.parse(cell)
+        self.source, self.k, self.cell = source, config.neighbours, MagRange.parse(cell)
         train = source.labels("train").astype(np.float64)
         if len(train) < self.k:
             raise DataError(f"{source.path}: {len(train)} training stars, need >= fisher.neighbours={self.k}")
@@ -301,7 +301,7 @@ def star_bounds(
     Jacobian method. A bound at noise level nl is nl^2 times these, the S/N 1/nl times. ``mask``
     (n_pix,) bool restricts I = J^T W J to those pixels (a window); the S/N stays that of the full
     spectrum (``Observed.snr``, which the S/N bins of the models' metrics use)."""
-    cells = [MagCell.parse(m) for m in mags]
+    cells = [MagRange.parse(m) for m in mags]
     for c in cells:
         source.check_cell(c)
     jac_of = jacobian_for(source, config, cells[0])
@@ -357,7 +357,7 @@ def cell_ceiling(
     ``window``: a window spec (:mod:`specscale.models.features`; None or "full": every pixel) whose
     pixels alone carry the information, so a window model has its own ceiling on the same stars."""
     config = config or FisherConfig()
-    cell = MagCell.parse(mag)
+    cell = MagRange.parse(mag)
     source.check_cell(cell)
     n = _check_request(source, [noise], n_stars, split)
     mask = window_pixels(source, window)
@@ -465,7 +465,7 @@ def magnitude_for_snr(
     rows = np.arange(n)
 
     def median_snr(mag):
-        b = source.noiseless(split, rows, MagCell(mag, mag))
+        b = source.noiseless(split, rows, MagRange(mag, mag))
         return float(np.median(snr_of(b.flux, sigma_unit(b)))) / noise
 
     lo, hi = map(float, limits)
@@ -525,7 +525,7 @@ def chunk_information(
     on dim ``chunk`` (see CHUNK_DEFINITIONS; units in each variable's attrs), coordinates the
     chunk's pixel range and vacuum wavelengths."""
     config = config or FisherConfig()
-    cell = MagCell.parse(mag)
+    cell = MagRange.parse(mag)
     source.check_cell(cell)
     n = _check_request(source, [noise], n_stars, split)
     if not noise > 0:

@@ -1,5 +1,5 @@
 """The shared vocabulary every stage speaks: stellar labels and the log g index, the priors,
-the dataset splits, magnitude cells and the S/N bins. It sits at the bottom of the package and
+the dataset splits, magnitude ranges, the sweep's cell and the S/N bins. It sits at the bottom of the package and
 imports nothing of it."""
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ SNR_BIN_LABELS = tuple(f"{lo:g}-{hi:g}" for lo, hi in zip(SNR_EDGES[:-1], SNR_ED
 
 
 @dataclass(frozen=True)
-class MagCell:
-    """An HSC-i AB magnitude cell: a fixed value ("21.5") or a range ("20.5-22.5") drawn per star.
+class MagRange:
+    """An HSC-i AB magnitude range of a cell: a fixed value ("21.5") or a range ("20.5-22.5") drawn per star.
 
     A range maps each star's stored quantile u in [0, 1) to lo + u (hi - lo), so the same star is
     always at the same relative place in any range."""
@@ -36,9 +36,9 @@ class MagCell:
     hi: float
 
     @classmethod
-    def parse(cls, text) -> MagCell:
+    def parse(cls, text) -> MagRange:
         """Parse "21.5", "20.5-22.5" or "20.5:22.5" (AB mag). Raises ValueError naming the text."""
-        if isinstance(text, MagCell):
+        if isinstance(text, MagRange):
             return text
         s = str(text).strip()
         try:
@@ -73,3 +73,42 @@ class MagCell:
 
     def __str__(self) -> str:
         return self.label()
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell of the sweep: ``model`` trained on the first ``n_train`` training stars at noise
+    level ``noise`` (a multiplier of the per-pixel sigma) and HSC-i magnitude range ``mag`` (AB),
+    with ``seed`` driving the training noise and the model's randomness.
+
+    The one cell type of every stage: the grid lists them, ``specscale train`` runs one, a model
+    fits on one, the cube indexes by them. Values are normalised on construction (``mag`` from
+    its text or a MagRange, ``noise`` a float, sizes ints), so equal cells compare and hash equal."""
+
+    noise: float
+    mag: MagRange
+    model: str
+    n_train: int
+    seed: int
+
+    def __post_init__(self):
+        object.__setattr__(self, "noise", float(self.noise))
+        object.__setattr__(self, "mag", MagRange.parse(self.mag))
+        object.__setattr__(self, "model", str(self.model))
+        object.__setattr__(self, "n_train", int(self.n_train))
+        object.__setattr__(self, "seed", int(self.seed))
+
+    def info(self) -> dict:
+        """The cell as metrics.json states it (and as its config hash covers it): model, noise
+        (float), mag (canonical label), n_train, seed."""
+        return {
+            "model": self.model,
+            "noise": self.noise,
+            "mag": self.mag.label(),
+            "n_train": self.n_train,
+            "seed": self.seed,
+        }
+
+    def wildcards(self) -> dict[str, str | int]:
+        """The cell in its path form (the workflow's wildcards): noise "0.5", mag "20.5-22.5"."""
+        return {**self.info(), "noise": f"{self.noise:g}"}

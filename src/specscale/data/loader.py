@@ -25,7 +25,7 @@ import threading
 
 import numpy as np
 
-from specscale.core.vocab import MagCell
+from specscale.core.vocab import MagRange
 from specscale.data.sources import Source
 from specscale.sim.observe import expand_variances
 
@@ -96,7 +96,7 @@ class NoiselessSpectra:
     (n, n_pix) float32."""
 
     def __init__(self, source: Source, split: str, n: int, cell, compact: bool = True):
-        self.source, self.split, self.n, self.cell = source, split, n, MagCell.parse(cell)
+        self.source, self.split, self.n, self.cell = source, split, n, MagRange.parse(cell)
         self.compact = compact and source.variance_basis() is not None
 
     def __len__(self) -> int:

@@ -23,7 +23,7 @@ import numpy as np
 import yaml
 
 from specscale.core.config import from_dict
-from specscale.core.vocab import LABELS, SPLITS, MagCell
+from specscale.core.vocab import LABELS, SPLITS, MagRange
 from specscale.data.streams import seed_key, star_normals
 from specscale.sim.observe import NoiseModel, ObservingConfig, expand_variances, observe
 
@@ -130,7 +130,7 @@ class Source:
     def labels(self, split: str, rows=None) -> np.ndarray:
         raise NotImplementedError
 
-    def check_cell(self, cell: MagCell) -> None:
+    def check_cell(self, cell: MagRange) -> None:
         raise NotImplementedError
 
     def noiseless(self, split: str, rows, cell, variances: bool = True) -> Batch:
@@ -265,7 +265,7 @@ class SyntheticSource(Source):
                 )
 
     def check_cell(self, cell) -> None:
-        cell = MagCell.parse(cell)
+        cell = MagRange.parse(cell)
         lo, hi = self.mag_limits
         if cell.lo < lo or cell.hi > hi:
             raise DataError(
@@ -277,7 +277,7 @@ class SyntheticSource(Source):
         return self.noise_model.variance_basis.astype(np.float32)
 
     def noiseless(self, split: str, rows, cell, variances: bool = True) -> Batch:
-        cell = MagCell.parse(cell)
+        cell = MagRange.parse(cell)
         self.check_cell(cell)
         rows = _as_rows(rows, self.n(split), f"{self.path}:{split}")
         g = self._file[split]
@@ -422,7 +422,7 @@ class StudySource(Source):
         return self.params[split].loc[rows, list(self.PARAM_COLUMNS)].to_numpy(np.float32)
 
     def check_cell(self, cell) -> None:
-        cell = MagCell.parse(cell)
+        cell = MagRange.parse(cell)
         lo, hi = self.mag_range
         if not (cell.lo <= lo + 1e-6 and cell.hi >= hi - 1e-6):
             raise DataError(

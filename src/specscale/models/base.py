@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from specscale.core.vocab import MagCell
+from specscale.core.vocab import MagRange
 from specscale.data.sources import Observed, Source
 
 
@@ -20,7 +20,7 @@ class TrainCell:
     level and magnitude cell; ``seed`` drives the training noise and the model's randomness."""
 
     noise: float
-    mag: MagCell
+    mag: MagRange
     n_train: int
     seed: int
 

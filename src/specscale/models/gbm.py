@@ -18,7 +18,7 @@ import lightgbm as lgb
 import numpy as np
 
 from specscale.core.config import check_fields
-from specscale.core.vocab import LOGG, MagCell
+from specscale.core.vocab import LOGG, MagRange
 from specscale.data.sources import Observed, Source
 from specscale.models.base import Model, TrainCell
 
@@ -88,7 +88,7 @@ class ObservedRows(lgb.Sequence):
     bound FeaturePipeline of a variant) turns each block's flux and pipeline error into its rows."""
 
     def __init__(
-        self, source: Source, split: str, n: int, cell: MagCell, noise: float, seed, batch: int, features=None
+        self, source: Source, split: str, n: int, cell: MagRange, noise: float, seed, batch: int, features=None
     ):
         self.source, self.split, self.n, self.cell = source, split, n, cell
         self.noise, self.seed, self.batch_size = noise, seed, batch
@@ -130,7 +130,7 @@ class LightGBMModel(Model):
     def fit(self, source: Source, cell: TrainCell, workdir: Path) -> dict:
         p = self.params
         params = p.lgb_params(self.seed, self.n_threads)
-        mag = MagCell.parse(cell.mag)
+        mag = MagRange.parse(cell.mag)
         self.pipeline = None if self.features is None else self.features.bind(source.wave)
         train = lgb.Dataset(
             ObservedRows(source, "train", cell.n_train, mag, cell.noise, cell.seed, p.batch, self.pipeline),

@@ -31,7 +31,7 @@ import numpy as np
 import xarray as xr
 
 from specscale.core.files import atomic_write
-from specscale.core.vocab import MagCell
+from specscale.core.vocab import MagRange
 from specscale.report.figures import FIGURES
 from specscale.sim.instrument import air_to_vacuum
 from specscale.sim.linelist import STRONG_LINES
@@ -204,7 +204,7 @@ def ceiling_curves_figure(ds: xr.Dataset):
         for row in rows:
             if not np.isclose(row["noise"], noise) or row["best_model"] is None:
                 continue
-            cell = MagCell.parse(row["mag"])
+            cell = MagRange.parse(row["mag"])
             centre, half = (cell.lo + cell.hi) / 2, (cell.hi - cell.lo) / 2
             ax.errorbar(
                 centre,

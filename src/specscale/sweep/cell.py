@@ -31,7 +31,7 @@ from specscale.core.config import ConfigError, config_hash, from_dict, load_conf
 from specscale.core.files import atomic_write, remove_stale_temps, write_json, writer_lock
 from specscale.core.hardware import cpu_count, resolve_device
 from specscale.core.provenance import provenance
-from specscale.core.vocab import LOGG, MagCell
+from specscale.core.vocab import LOGG, MagRange
 from specscale.data.sources import open_source
 from specscale.models.base import TrainCell
 from specscale.models.metrics import evaluate
@@ -95,7 +95,7 @@ def sweep_out_dir(out: str) -> str:
     return out.replace("{run_id}", run_id)
 
 
-def read_ceiling(path, noise: float, mag: MagCell, dataset_id: str | None = None) -> dict:
+def read_ceiling(path, noise: float, mag: MagRange, dataset_id: str | None = None) -> dict:
     """``ceiling_pop`` and ``ceiling_median`` (R^2 ceilings of the cell) from an xarray file, as
     attributes or scalar variables. Attributes ``dataset_id``/``noise``/``mag`` if present (``specscale
     fisher`` writes all three) must match the cell's dataset and cell; a mismatch names both."""
@@ -134,7 +134,7 @@ def read_ceiling(path, noise: float, mag: MagCell, dataset_id: str | None = None
                 ) from None
             if not math.isclose(theirs, noise, rel_tol=1e-9):
                 raise ValueError(f"ceiling file {path} is for noise {ds.attrs['noise']}, this cell has noise {noise:g}")
-        if "mag" in ds.attrs and MagCell.parse(str(ds.attrs["mag"])) != mag:
+        if "mag" in ds.attrs and MagRange.parse(str(ds.attrs["mag"])) != mag:
             raise ValueError(f"ceiling file {path} is for magnitude cell {ds.attrs['mag']}, this cell is {mag.label()}")
     return out
 
@@ -228,7 +228,7 @@ def run_cell(req: CellRequest) -> dict:
     wandb_cfg = from_dict(WandbConfig, section(config, "wandb"), "wandb")
     if base in TRACKED:
         wandb_cfg.effective_mode()
-    mag = MagCell.parse(req.mag)
+    mag = MagRange.parse(req.mag)
     if not (math.isfinite(req.noise) and req.noise >= 0):
         raise ValueError(f"--noise must be a finite number >= 0, got {req.noise}")
     if req.seed < 0:

@@ -25,7 +25,7 @@ import xarray as xr
 
 from specscale.core.files import write_netcdf
 from specscale.core.provenance import code_version
-from specscale.core.vocab import SNR_BIN_LABELS, SNR_EDGES, MagCell
+from specscale.core.vocab import SNR_BIN_LABELS, SNR_EDGES, MagRange
 from specscale.sweep.hypotheses import Hypothesis, fold_hypotheses
 
 CUBE_SCHEMA = "specscale.cube/1"
@@ -71,7 +71,7 @@ class CubeError(ValueError):
 @dataclass(frozen=True)
 class Cell:
     """Coordinates of one sweep cell: noise level, magnitude cell label (HSC-i AB, canonical
-    ``MagCell.label()``), model name, training-set size, seed."""
+    ``MagRange.label()``), model name, training-set size, seed."""
 
     noise: float
     mag: str
@@ -82,7 +82,7 @@ class Cell:
 
 def mag_order(label: str) -> tuple[float, float]:
     """Sort key of a magnitude cell label: fixed magnitudes and ranges by (lo, hi) in AB mag."""
-    cell = MagCell.parse(label)
+    cell = MagRange.parse(label)
     return (cell.lo, cell.hi)
 
 
@@ -112,7 +112,7 @@ def check_record_matches(record: dict, cell: Cell, path) -> None:
         same = (
             str(got["model"]) == cell.model
             and math.isclose(float(got["noise"]), cell.noise, rel_tol=1e-9)
-            and MagCell.parse(got["mag"]).label() == cell.mag
+            and MagRange.parse(got["mag"]).label() == cell.mag
             and int(got["n_train"]) == cell.n_train
             and int(got["seed"]) == cell.seed
         )
@@ -495,10 +495,10 @@ def _check_ceiling_cell(attrs: Mapping, path: Path, noise: float, mag: str) -> N
             )
     if "mag" in attrs:
         try:
-            theirs = MagCell.parse(attrs["mag"]).label()
+            theirs = MagRange.parse(attrs["mag"]).label()
         except ValueError as exc:
             raise CubeError(f"{path}: ceiling attribute mag: {exc}") from None
-        if theirs != MagCell.parse(mag).label():
+        if theirs != MagRange.parse(mag).label():
             raise CubeError(
                 f"{path}: ceiling of magnitude cell {theirs}, folded into the cell of mag {mag} (stale file?)"
             )
@@ -517,7 +517,7 @@ def _fold_curves(ds: xr.Dataset, path: str | Path, dataset_ids: set[str] = froze
     if missing:
         raise CubeError(f"{path}: ceiling curves lack dim(s) {missing}")
     mags = c["mag"].values if "mag" in c.coords else np.arange(c.sizes["mag"])
-    mags = np.array([MagCell.parse(m).lo if isinstance(m, str) else float(m) for m in mags.tolist()])
+    mags = np.array([MagRange.parse(m).lo if isinstance(m, str) else float(m) for m in mags.tolist()])
     c = c.assign_coords(mag=mags).rename({"noise": "curve_noise", "mag": "curve_mag"})
     c = c.drop_vars([name for name, coord in c.coords.items() if set(coord.dims) & CEILING_DIMS])
     for name, var in c.data_vars.items():

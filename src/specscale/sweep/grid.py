@@ -26,7 +26,7 @@ from typing import Any
 from specscale.ceiling.fisher import FisherConfig, window_label
 from specscale.core.config import ConfigError, config_hash, from_dict, section
 from specscale.core.files import unsafe_path
-from specscale.core.vocab import MagCell
+from specscale.core.vocab import MagRange
 from specscale.data.simulate import simulation_configs
 from specscale.data.sources import open_source
 from specscale.models.features import window_pixels
@@ -61,7 +61,7 @@ def canonical(axis: str, value):
     if axis == "noise":
         return f"{float(value):g}"
     if axis == "mag":
-        return MagCell.parse(value).label()
+        return MagRange.parse(value).label()
     if axis in ("n_train", "seed"):
         return int(value)
     return str(value)
@@ -70,12 +70,12 @@ def canonical(axis: str, value):
 @dataclass(frozen=True)
 class DatasetInfo:
     """What the grid checks need of a dataset, read without simulating it: its training and test
-    star counts, and ``check_mag(MagCell)``, which raises ValueError saying why the dataset cannot
+    star counts, and ``check_mag(MagRange)``, which raises ValueError saying why the dataset cannot
     serve a magnitude cell."""
 
     n_train: int
     n_test: int
-    check_mag: Callable[[MagCell], None]
+    check_mag: Callable[[MagRange], None]
 
 
 def window_id(spec) -> str:
@@ -124,7 +124,7 @@ def describe_dataset(config: Mapping, name: str) -> DatasetInfo:
             raise config_error(f"datasets.{name} / simulation", exc) from None
         lo, hi = sim.mag_limits
 
-        def check_mag(cell: MagCell) -> None:
+        def check_mag(cell: MagRange) -> None:
             if cell.lo < lo or cell.hi > hi:
                 raise ValueError(f"outside simulation.mag_limits {lo:g}-{hi:g}")
 
@@ -216,7 +216,7 @@ def check_against_dataset(config: Mapping, dataset: str, info: DatasetInfo) -> N
                 )
     for key, mag in mags:
         try:
-            info.check_mag(MagCell.parse(mag))
+            info.check_mag(MagRange.parse(mag))
         except ValueError as exc:
             raise config_error(key, f"{mag!r}: {exc}") from None
     for key in ("ceiling", "bayes", "curves"):
@@ -256,7 +256,7 @@ def _check_number(key: str, axis: str, value) -> None:
     """A numeric axis value is finite; noise and (fixed) magnitudes are > 0 too. JSON schema
     cannot refuse NaN: it is neither above nor below any bound."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return  # strings: the mag pattern of the schema and MagCell.parse
+        return  # strings: the mag pattern of the schema and MagRange.parse
     positive = axis in ("noise", "mag")
     if not math.isfinite(value) or (positive and value <= 0):
         raise config_error(key, f"{value!r} is not a finite number" + (" > 0" if positive else ""))

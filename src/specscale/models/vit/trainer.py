@@ -26,7 +26,7 @@ import torch.nn as nn
 
 from specscale.core.config import ConfigError, config_hash
 from specscale.core.files import atomic_write
-from specscale.core.vocab import LABELS, LOGG, MagCell
+from specscale.core.vocab import LABELS, LOGG, MagRange
 from specscale.data.loader import MemoryBatches, SlabBatchSampler, batch_variances, close_loader, train_loader
 from specscale.data.sources import Observed, Source
 from specscale.data.streams import seed_key
@@ -158,7 +158,7 @@ class ViTModel(Model):
         """Network, label scalers, optimizer, schedule and loader for this cell (fresh state)."""
         p = self.params
         self.check(source, cell)
-        self.cell, self.mag = cell, MagCell.parse(cell.mag)
+        self.cell, self.mag = cell, MagRange.parse(cell.mag)
         self.dataset_id = source.dataset_id
         y = source.labels("train", np.arange(cell.n_train))[:, self.target_idx].astype(np.float64)
         std = y.std(axis=0)
