@@ -30,11 +30,10 @@ from specscale.models.features import (
     apply_features,
     chunk_stats,
     continuum,
-    window_mask,
-    window_pixels,
 )
 from specscale.models.metrics import calibration, evaluate
 from specscale.models.registry import build_model, resolve_model
+from specscale.sim.windows import window_mask, window_pixels
 from specscale.sweep.cell import CellRequest, run_cell
 from specscale.sweep.cube import Cell, collect
 from specscale.sweep.grid import Sweep
@@ -85,7 +84,13 @@ MALFORMED = {
     ),
     "window-outside-the-arm": (
         {"v": {"base": "lightgbm", "features": {"window": [[8500, 8600], [9000, 9100]]}}},
-        r"variants\.v\.features\.window: range 9000\.0-9100\.0 A holds no pixel of the arm \(7100\.2-8849\.8 A\)",
+        r"variants\.v\.features\.window: range 9000\.0-9100\.0 A holds no pixel of the arm; "
+        r"the arm covers 7100\.2-8849\.8 A",
+    ),
+    "window-past-the-arms-edge": (
+        {"v": {"base": "ridge", "features": {"window": [[8800, 9500]]}}},
+        r"variants\.v\.features\.window: range 8800\.0-9500\.0 A runs past the arm's edge; "
+        r"the arm covers 7100\.2-8849\.8 A",
     ),
     "vit-window-under-one-patch": (
         {"v": {"base": "vit-tiny", "features": {"window": [[8000, 8005]]}}},

@@ -61,7 +61,7 @@ import torch
 import xarray as xr
 
 from specscale.ceiling.bank import bank_posterior
-from specscale.ceiling.fisher import FisherConfig, cell_ceiling, window_label, window_pixels
+from specscale.ceiling.fisher import FisherConfig, cell_ceiling, window_pixels
 from specscale.core.config import ConfigError, to_jsonable
 from specscale.core.hardware import resolve_device
 from specscale.core.provenance import provenance
@@ -72,6 +72,7 @@ from specscale.data.streams import seed_key
 from specscale.models.base import TrainCell
 from specscale.models.metrics import evaluate
 from specscale.models.oracle import OracleModel, OracleParams, levenberg_marquardt
+from specscale.sim.windows import window_label
 
 # how the posterior mean is computed (``BayesConfig.method``)
 METHODS = {

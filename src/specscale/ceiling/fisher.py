@@ -39,8 +39,8 @@ from specscale.core.provenance import provenance
 from specscale.core.vocab import ALPHA, LABELS, LOGG, SNR_BIN_LABELS, SNR_EDGES, MagRange
 from specscale.data.simulator import check_resimulated, prior_box, simulator_of
 from specscale.data.sources import DataError, Source
-from specscale.models.features import window_mask, window_ranges
 from specscale.models.metrics import top_snr_mask
+from specscale.sim.windows import window_label, window_mask, window_ranges
 
 PERCENTILES = (5, 25, 50, 75, 95)
 
@@ -281,16 +281,11 @@ def sigma_unit(batch) -> np.ndarray:
 
 
 def window_pixels(source: Source, window, where: str = "--window") -> np.ndarray | None:
-    """Boolean pixel mask of a window spec (:func:`specscale.models.features.window_mask`) on the
+    """Boolean pixel mask of a window spec (:func:`specscale.sim.windows.window_mask`) on the
     source's wavelength grid, or None for the full spectrum (None or "full")."""
     if window_ranges(window, where) is None:
         return None
     return window_mask(source.wave, window, where)
-
-
-def window_label(window) -> str:
-    """The window spec as stored in a file's attributes: "full" or its JSON."""
-    return "full" if window is None or window == "full" else json.dumps(window)
 
 
 def star_bounds(

@@ -547,7 +547,7 @@ def open_cube(path: str | Path) -> xr.Dataset:
 @dataclass(frozen=True)
 class WindowReferences:
     """The references of the windows the sweep's variants use: ``labels`` window id -> the window
-    as the reference files' ``window`` attribute spells it (``specscale.ceiling.fisher.window_label``),
+    as the reference files' ``window`` attribute spells it (``specscale.sim.windows.window_label``),
     ``models`` model -> its window id ("full": every pixel), ``ceilings`` and ``bayes`` (window id,
     noise, mag label) -> a ``specscale fisher`` / ``specscale bayes`` file computed with that window."""
 

@@ -23,13 +23,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from specscale.ceiling.fisher import FisherConfig, window_label
+from specscale.ceiling.fisher import FisherConfig
 from specscale.core.config import ConfigError, config_hash, from_dict, section
 from specscale.core.files import unsafe_path
 from specscale.core.vocab import MagRange
 from specscale.data.simulate import simulation_configs
 from specscale.data.sources import open_source
-from specscale.models.features import window_pixels
 from specscale.models.registry import (
     VariantError,
     base_model,
@@ -40,6 +39,7 @@ from specscale.models.registry import (
     variant_names,
 )
 from specscale.sim.instrument import Instrument
+from specscale.sim.windows import window_label, window_pixels
 from specscale.sweep.cell import TRACKED
 from specscale.sweep.cube import DEFAULT_REFERENCES, Cell, WindowReferences, collect, mag_order
 from specscale.sweep.hypotheses import check_hypotheses

@@ -31,11 +31,11 @@ from specscale.data.loader import MemoryBatches, SlabBatchSampler, batch_varianc
 from specscale.data.sources import Observed, Source
 from specscale.data.streams import seed_key
 from specscale.models.base import Model, TrainCell
-from specscale.models.features import window_pixels
 from specscale.models.metrics import r2_score
 from specscale.models.vit.network import SpectrumViT, input_channels, loss_function
 from specscale.models.vit.params import ViTParams, ViTTinyParams
 from specscale.sim.observe import observe
+from specscale.sim.windows import window_pixels
 
 log = logging.getLogger(__name__)
 
