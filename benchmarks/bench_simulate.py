@@ -69,7 +69,7 @@ def _versions(n: int, rounds: int, cfg_v2: dict) -> None:
     import torch
     from _common import write_section
 
-    from specscale.sim.atmosphere_v2 import atmosphere_config, make_atmosphere
+    from specscale.sim.versions import atmosphere_config, make_atmosphere
 
     torch.set_num_threads(1)
     models = {1: make_atmosphere(atmosphere_config({})), 2: make_atmosphere(atmosphere_config(cfg_v2))}

@@ -12,8 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-from specscale.sim.atmosphere_v2 import DEFAULT_VERSION, atmosphere_config, make_atmosphere
 from specscale.sim.instrument import air_to_vacuum
+from specscale.sim.versions import DEFAULT_VERSION, atmosphere_config, make_atmosphere
 
 
 def main() -> None:

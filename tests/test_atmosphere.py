@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from specscale.sim.atmosphere import SyntheticAtmosphere, smoothed_median
+from specscale.sim.atmosphere import SyntheticAtmosphere
 from specscale.sim.instrument import Instrument, air_to_vacuum
 from specscale.sim.linelist import BAND_HEADS
+from specscale.sim.numerics import smoothed_median
 
 STARS = torch.tensor(
     [

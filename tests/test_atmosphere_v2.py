@@ -12,9 +12,10 @@ from specscale.data.simulate import SimulationConfig, simulate, simulation_confi
 from specscale.data.simulator import simulator_of
 from specscale.data.sources import open_source
 from specscale.sim.atmosphere import AtmosphereConfig, SyntheticAtmosphere
-from specscale.sim.atmosphere_v2 import AtmosphereV2Config, SyntheticAtmosphereV2, atmosphere_config
+from specscale.sim.atmosphere_v2 import AtmosphereV2Config, SyntheticAtmosphereV2
 from specscale.sim.instrument import air_to_vacuum
 from specscale.sim.lines import SPECIES, SPECIES_INDEX
+from specscale.sim.versions import atmosphere_config
 
 STARS = torch.tensor(
     [
@@ -223,11 +224,11 @@ def test_sparse_matmul_scipy_operator_matches_torch_csr():
     reverse- and forward-mode derivatives, on a small random matrix."""
     from scipy import sparse
 
-    from specscale.sim.atmosphere import _csr, _SparseMatmul
+    from specscale.sim.numerics import SparseMatmul, csr_tensor
 
     m = sparse.random(30, 20, density=0.2, random_state=np.random.default_rng(0), format="csr")
     x = torch.randn(20, 3, dtype=torch.float64, requires_grad=True)
-    args_np, args_t = (m, m.T.tocsr()), (_csr(m, torch.float64, "cpu"), _csr(m.T, torch.float64, "cpu"))
-    assert torch.allclose(_SparseMatmul.apply(x, *args_np), _SparseMatmul.apply(x, *args_t))
-    assert torch.autograd.gradcheck(lambda a: _SparseMatmul.apply(a, *args_np), (x,))
-    assert torch.autograd.gradcheck(lambda a: _SparseMatmul.apply(a, *args_np), (x,), check_forward_ad=True)
+    args_np, args_t = (m, m.T.tocsr()), (csr_tensor(m, torch.float64, "cpu"), csr_tensor(m.T, torch.float64, "cpu"))
+    assert torch.allclose(SparseMatmul.apply(x, *args_np), SparseMatmul.apply(x, *args_t))
+    assert torch.autograd.gradcheck(lambda a: SparseMatmul.apply(a, *args_np), (x,))
+    assert torch.autograd.gradcheck(lambda a: SparseMatmul.apply(a, *args_np), (x,), check_forward_ad=True)

@@ -173,16 +173,16 @@ def test_cli_rejects_unknown_config_key(tmp_path, capsys):
 def test_nan_flux_leaves_nothing_behind(tmp_path, monkeypatch):
     import torch
 
-    from specscale.sim import atmosphere
+    from specscale.sim.atmosphere_base import AtmosphereBase
 
-    real = atmosphere.SyntheticAtmosphere.spectrum
+    real = AtmosphereBase.spectrum  # both simulator versions
 
     def broken(self, theta):
         flux, fmed0 = real(self, theta)
         flux[3, 100] = torch.nan
         return flux, fmed0
 
-    monkeypatch.setattr(atmosphere.SyntheticAtmosphere, "spectrum", broken)
+    monkeypatch.setattr(AtmosphereBase, "spectrum", broken)
     out = tmp_path / "nan.h5"
     with pytest.raises(FloatingPointError, match="train row 3"):
         simulate(out, SimulationConfig(n_train=10, n_val=5, n_test=5, device="cpu"), progress=False)

@@ -37,17 +37,11 @@ from specscale.core.hardware import resolve_device
 from specscale.core.vocab import LABELS, PRIORS, SPLIT_CODE, SPLITS
 from specscale.data.sources import SYNTHETIC_FORMAT
 from specscale.sim.atmosphere import AtmosphereConfig
-from specscale.sim.atmosphere_v2 import (
-    DEFAULT_VERSION,
-    AtmosphereV2Config,
-    atmosphere_config,
-    make_atmosphere,
-    simulator_version,
-)
+from specscale.sim.atmosphere_v2 import AtmosphereV2Config
 from specscale.sim.observe import ObservingConfig
+from specscale.sim.versions import DEFAULT_VERSION, atmosphere_config, make_atmosphere, simulator_version
 
 FORMAT_VERSION = 1
-SIMULATOR_VERSION = "1.0"  # atmosphere version 1; version 2 writes "2.0" (sim.atmosphere_v2)
 BLOCK = 4096
 
 

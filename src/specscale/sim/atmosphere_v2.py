@@ -6,20 +6,9 @@ key), but the line opacity comes from a small LTE photosphere evaluated per star
 Select it with ``atmosphere: {version: 2, ...}``. All steps are smooth in (Teff, log g, [M/H],
 [alpha/M]) over the whole prior (no clamps, no table look-ups; iterations have a fixed count).
 
-1. **One-layer photosphere** at the line-forming temperature T = ``t_form`` Teff
-   (theta = 5040 / T). Electron pressure P_e and hydrogen pressure P_H follow from
-   - hydrostatic equilibrium with an H- continuum, P_g ~ g / kappa, and the H- opacity per H atom
-     kappa ~ P_e theta^(5/2) 10^(0.754 theta) (Gray ch. 8-9: the H- bound-free Saha factor), so
-     ln P_H = ``ln_p0`` + ln g_eff - ln P_e - h(theta), P_H = P_g / 1.1 (helium);
-   - charge conservation with 16 electron donors (H, C, N, O, Na, Mg, Al, Si, K, Ca, Ti, V, Cr, Mn,
-     Fe, Ni), each ionised according to the Saha equation (Gray eq. 1.20-1.23),
-         N_II / N_I = Phi_j(T) / P_e,  Phi_j = 0.6665 (u_II/u_I) T^(5/2) 10^(-theta chi_ion,j),
-     P_e = P_H sum_j A_j Phi_j / (P_e + Phi_j),
-   solved for ln P_e by 8 Newton steps from a smooth guess (the derivative is in [2, 3], so the
-   iterate converges fast and stays smooth). In the weakly ionised limit this is Gray's
-   P_g ~ g^(2/3) Z^(-1/3), P_e ~ g^(1/3) Z^(1/3); metal-poor warm stars get their electrons from
-   hydrogen, so there P_e no longer follows Z, and the gravity response changes over the prior.
-   ``gravity_scale`` multiplies log g - 2.5 inside g_eff (and in the turbulence law).
+1. **One-layer photosphere** per star (:mod:`specscale.sim.photosphere`): electron and hydrogen
+   pressures from hydrostatics and a Saha charge balance over 16 electron donors, ionisation
+   fractions per species, molecular partial pressures (CO, CN, TiO, VO) in equilibrium.
 2. **Per-line populations and strengths.** Each line (weak pseudo-lines and the 45 strong lines)
    has its own species, stage (I/II), lower excitation potential chi (eV, continuous) and
    reference strength. Line-to-continuum opacity (Gray eq. 16.x, ell/kappa):
@@ -46,23 +35,19 @@ Select it with ``atmosphere: {version: 2, ...}``. All steps are smooth in (Teff,
 4. **Damping per line** (Unsold van der Waals, Gray eq. 11.x: gamma_6 ~ C_6^(2/5) T^(3/10) P_H):
    gamma = gamma_ref (P_H / P_H,ref) (T / T_ref)^0.3, gamma_ref larger for high-excitation lines;
    Paschen (linear Stark, Holtsmark) gamma ~ P_e^(2/3).
-5. **Molecules in equilibrium** at T_mol = ``t_mol`` Teff, dissociation constants
-   K_AB = 10^(``log_k0``) theta^(-3/2) 10^(-theta D0) (Gray's form; D0: CO 11.09, CN 7.76,
-   TiO 6.87, VO 6.44 eV): CO first (a quadratic, solved in a cancellation-free form) fixes free C
-   and O; CN = C_free N / K_CN, TiO = Ti_I O_free / K_TiO, VO = V_I O_free / K_VO, each saturating
-   as its metal runs out (x / (1 + x)). Molecular lines (pseudo lines red of the band heads) and the
-   smooth band envelopes scale with p_mol / (P_H kappa): TiO and VO (normalised at 3761 K and
-   3652 K) switch on steeply in cool stars and grow with P (dwarfs), CN (free C ~ K_CO / P_H once CO
-   has formed) is stronger in giants. ([alpha/M] does not enter the molecular O, which keeps C/O
-   at its solar 0.55: the C/O -> 1 carbon-star branch is outside the model.)
-6. Continuum, turbulence, LSF, pixel averaging and the smoothed median: as version 1.
+5. **Molecular lines** (pseudo lines red of the band heads) and the smooth band envelopes scale
+   with p_mol / (P_H kappa) from the photosphere's molecular equilibrium: TiO and VO (normalised
+   at 3761 K and 3652 K) switch on steeply in cool stars and grow with P (dwarfs), CN (free C ~
+   K_CO / P_H once CO has formed) is stronger in giants.
+6. Continuum, turbulence, LSF, pixel averaging, the smoothed median and the Jacobian's chain rule:
+   shared with version 1 (:mod:`specscale.sim.atmosphere_base`).
 
 Knobs (:class:`AtmosphereV2Config`): ``gravity_scale``, ``t_form``, ``t_mol``, ``ln_p0``,
 ``log_k0``, ``s_min``/``s_max``/``s_slope``, ``weak_lines_per_A``, ``wing_half_A``,
 ``strong_core_kms`` and version 1's grid, broadening and turbulence knobs. On the CPU the per-line
-map runs through scipy's CSR kernel (``_line_operator``), elsewhere through torch's.
-Not modelled: depth dependence (one layer), NLTE, H2, second ionisation, T-dependent partition
-functions, a real line list, [C/M].
+map runs through scipy's CSR kernel (:func:`specscale.sim.numerics.sparse_operator`), elsewhere
+through torch's.
+Not modelled: NLTE, a real line list, [C/M] (and the photosphere's own omissions).
 """
 
 from __future__ import annotations
@@ -73,32 +58,21 @@ from functools import cached_property
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from specscale.core.config import ConfigError, check_fields, from_dict, not_finite
+from specscale.core.config import check_fields
 from specscale.core.vocab import LOGG
-from specscale.sim.atmosphere import (
-    LOGG_REF,
-    AtmosphereConfig,
-    SyntheticAtmosphere,
-    _csr,
-    _SparseMatmul,
-    pseudo_voigt_terms,
-    smoothed_median_jvp,
-)
+from specscale.sim.atmosphere_base import AtmosphereBase
 from specscale.sim.instrument import C_KMS, Instrument, air_to_vacuum
 from specscale.sim.linelist import BAND_HEADS
-from specscale.sim.lines import CO_D0, MOLECULES, SPECIES, SPECIES_INDEX, pseudo_lines_v2, strong_line_data
+from specscale.sim.lines import MOLECULES, SPECIES, pseudo_lines_v2, strong_line_data
+from specscale.sim.numerics import SparseMatmul, band_envelope, pseudo_voigt_terms, sparse_operator, window_taper
+from specscale.sim.photosphere import LN10, photosphere, species_tensors
 
-LN10 = math.log(10.0)
 # Reference stars (Teff, log g, [M/H], [alpha/M]): line strengths are given at REF (atoms, CN,
 # damping widths); TiO and VO at cool stars where their bands are of order one.
 REF_STARS = ((4500.0, 2.5, 0.0, 0.0), (3761.0, 2.5, 0.0, 0.0), (3652.0, 2.5, 0.0, 0.0))
 MOL_REF = {"CN": 0, "TiO": 1, "VO": 2}
 ENVELOPE_CHI = 0.3  # eV, the band envelopes' mean rotational-vibrational energy
-NEWTON_STEPS = 8
-VERSIONS = (1, 2)
-DEFAULT_VERSION = 2  # of a new config without atmosphere.version (the embedded default since issue 10)
 
 
 @dataclass(frozen=True)
@@ -157,47 +131,13 @@ class AtmosphereV2Config:
             raise ValueError(f"atmosphere.wing_half_A must be in 0.5..20 A, got {self.wing_half_A!r}")
 
 
-def atmosphere_config(values: dict | None, where: str = "atmosphere", default_version: int = 1):
-    """The atmosphere config of a config section: ``version`` 1 -> :class:`AtmosphereConfig`,
-    2 -> :class:`AtmosphereV2Config`. A section without ``version`` is ``default_version``: 1 for
-    a stored dataset's section (every file written before version 2 existed has none, and version
-    1 sections are stored without it), :data:`DEFAULT_VERSION` for a user's config."""
-    values = dict(values or {})
-    version = values.get("version", default_version)
-    if not_finite(version, parse_strings=True):
-        raise ConfigError(f"{where}.version={version!r} must be finite (NaN and infinity are not allowed)")
-    if isinstance(version, bool) or not isinstance(version, int) or version not in VERSIONS:
-        raise ConfigError(f"{where}.version={version!r}: known simulator versions are {list(VERSIONS)}")
-    if version == 1:
-        values.pop("version", None)
-        return from_dict(AtmosphereConfig, values, where)
-    return from_dict(AtmosphereV2Config, values, where)
-
-
-def make_atmosphere(config=None, instrument: Instrument | None = None) -> SyntheticAtmosphere:
-    """The simulator of a config object (version 1 or 2)."""
-    if isinstance(config, AtmosphereV2Config):
-        return SyntheticAtmosphereV2(config, instrument)
-    return SyntheticAtmosphere(config, instrument)
-
-
-def simulator_version(config) -> str:
-    return "2.0" if isinstance(config, AtmosphereV2Config) else "1.0"
-
-
-class SyntheticAtmosphereV2(SyntheticAtmosphere):
-    """Simulator version 2 (module docstring). Same public methods as version 1."""
-
-    VERSION = "2.0"
+class SyntheticAtmosphereV2(AtmosphereBase):
+    """Simulator version 2 (module docstring); the shared stages are :class:`AtmosphereBase`'s."""
 
     def __init__(self, config: AtmosphereV2Config | None = None, instrument: Instrument | None = None):
         super().__init__(config or AtmosphereV2Config(), instrument)
 
     # ---- fixed data ---------------------------------------------------------------------------
-    @cached_property
-    def _templates(self) -> np.ndarray:  # version 1's family templates: none here
-        return np.zeros((0, self.fine_wave.size))
-
     @cached_property
     def line_list(self) -> dict[str, np.ndarray]:
         c = self.config
@@ -220,10 +160,26 @@ class SyntheticAtmosphereV2(SyntheticAtmosphere):
         area, a damping wing 1/(pi (x^2 + x_c^2)) (1/A), then the three molecular band envelopes."""
         from scipy import sparse
 
+        wave, n_l = self.fine_wave, self.line_list["lam"].size
+        rows, cols, vals = self._core_entries()
+        for r, c, v in (self._wing_entries(), self._envelope_entries()):
+            rows.append(r), cols.append(c + 2 * n_l), vals.append(v)
+        m = sparse.coo_matrix(
+            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+            shape=(wave.size, 3 * n_l + len(MOLECULES)),
+        )
+        return m.tocsr()
+
+    def _line_positions(self) -> np.ndarray:
+        """Each line's centre as a fractional fine-grid index."""
+        return np.log(self.line_list["lam"] / self.config.wave_min) / self.dln - 0.5
+
+    def _core_entries(self) -> tuple[list, list, list]:
+        """(rows, columns, values) of the narrow (columns 0..L-1) and broad (L..2L-1) Gaussian
+        cores, each of unit area (values 1/A)."""
         c, wave = self.config, self.fine_wave
-        lam = self.line_list["lam"]
-        n_l, n_f = lam.size, wave.size
-        pos = np.log(lam / c.wave_min) / self.dln - 0.5
+        pos, n_f = self._line_positions(), wave.size
+        n_l = pos.size
         dlam = wave * self.dln
         rows, cols, vals = [], [], []
         line = np.arange(n_l)[:, None]
@@ -236,35 +192,37 @@ class SyntheticAtmosphereV2(SyntheticAtmosphere):
             ok = (idx >= 0) & (idx < n_f)
             rows.append(idx[ok]), cols.append(np.broadcast_to(j * n_l + line, idx.shape)[ok])
             vals.append((w / dlam[np.clip(idx, 0, n_f - 1)])[ok])
-        half = int(math.ceil(c.wing_half_A / dlam[0]))
+        return rows, cols, vals
+
+    def _wing_entries(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, line index, values 1/A) of the tapered damping wings within +- wing_half_A."""
+        c, wave, lam = self.config, self.fine_wave, self.line_list["lam"]
+        pos, n_f = self._line_positions(), wave.size
+        half = int(math.ceil(c.wing_half_A / (wave[0] * self.dln)))
         idx = np.round(pos).astype(int)[:, None] + np.arange(-half, half + 1)[None, :]
         ok = (idx >= 0) & (idx < n_f)
         x = wave[np.clip(idx, 0, n_f - 1)] - lam[:, None]
         xc = lam[:, None] * c.broadening_kms / C_KMS
         r = np.abs(x) / c.wing_half_A
-        taper = np.where(r < 0.6, 1.0, 0.5 * (1 + np.cos(np.pi * np.clip((r - 0.6) / 0.4, 0, 1))))
         # wings only where they can matter: atomic lines with S_ref >= wing_min_s (a weaker line's
         # wing optical depth S gamma / (pi x^2) is < 1e-3 beyond 0.5 A)
         strong_enough = (self.line_list["mol"] < 0) & (10 ** self.line_list["log_s_ref"] >= c.wing_min_s)
         ok &= (r < 1) & strong_enough[:, None]
-        rows.append(idx[ok]), cols.append(np.broadcast_to(2 * n_l + line, idx.shape)[ok])
-        vals.append((taper / (np.pi * (x**2 + xc**2)))[ok])
-        names = [m[0] for m in MOLECULES]
-        for mol, head, amp, length in BAND_HEADS:
-            xh = wave - air_to_vacuum(head)
-            env = amp * 0.5 * (1.0 + np.tanh(xh / 1.2)) * np.exp(-np.clip(xh, 0, None) / length)
-            keep = np.flatnonzero(env > 1e-7)
-            rows.append(keep), cols.append(np.full(keep.size, 3 * n_l + names.index(mol))), vals.append(env[keep])
-        m = sparse.coo_matrix(
-            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n_f, 3 * n_l + len(MOLECULES))
-        )
-        return m.tocsr()
+        line = np.broadcast_to(np.arange(lam.size)[:, None], idx.shape)
+        return idx[ok], line[ok], (window_taper(r) / (np.pi * (x**2 + xc**2)))[ok]
 
-    def _tensors(self, dtype, device):
-        key = (dtype, str(device))
-        if key in self._cache and "lines_m" in self._cache[key]:
-            return self._cache[key]
-        T = super()._tensors(dtype, device)
+    def _envelope_entries(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, L + molecule index, values) of the molecular band envelopes (unit strength)."""
+        wave, n_l = self.fine_wave, self.line_list["lam"].size
+        names = [m[0] for m in MOLECULES]
+        rows, cols, vals = [], [], []
+        for mol, head, amp, length in BAND_HEADS:
+            env = band_envelope(wave, air_to_vacuum(head), amp, length)
+            keep = np.flatnonzero(env > 1e-7)
+            rows.append(keep), cols.append(np.full(keep.size, n_l + names.index(mol))), vals.append(env[keep])
+        return np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
+
+    def _model_tensors(self, T: dict, dtype, device) -> None:
         t = lambda a: torch.as_tensor(np.asarray(a, dtype=float), dtype=dtype, device=device)
         ix = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.long, device=device)
         m = self._line_matrix
@@ -282,13 +240,9 @@ class SyntheticAtmosphereV2(SyntheticAtmosphere):
         w_m[is_mol, -2] = -ll["chi"][is_mol]
         w_m[:, -1] = -1.0
         T.update(
-            lines_m=self._line_operator(-m, dtype, device),  # negated: ln f = -tau
-            lines_mt=self._line_operator(-m.T, dtype, device),
-            sp_log_a=t([s.log_eps - 12.0 for s in SPECIES]),
-            sp_chi=t([s.chi_ion for s in SPECIES]),
-            sp_ln_u=t([math.log(0.6665 * s.u_ratio) for s in SPECIES]),
-            sp_alpha=t([s.alpha for s in SPECIES]),
-            sp_metal=t([s.name != "H" for s in SPECIES]),
+            lines_m=sparse_operator(-m, dtype, device),  # negated: ln f = -tau
+            lines_mt=sparse_operator(-m.T, dtype, device),
+            **species_tensors(dtype, device),
             w_M=t(w_m),
             w_ln_gamma=t(LN10 * ll["log_gamma_ref"]),
             wing_area=t(m[:, 2 * n_l : 3 * n_l].T @ (self.fine_wave * self.dln)),  # A x (1/A) per line
@@ -305,81 +259,12 @@ class SyntheticAtmosphereV2(SyntheticAtmosphere):
         T["env_L_ref"] = ref["env"][ix(mol_ref), torch.arange(len(MOLECULES), device=device)]
         T["s_L_ref"] = ref["strong"][0]
         T["ln_ph_ref"], T["ln_pe_ref"], T["ln_t_ref"] = ref["ln_ph"][0], ref["ln_pe"][0], ref["ln_t"][0]
-        return T
-
-    @staticmethod
-    def _line_operator(a, dtype, device):
-        """The per-line map for ``_SparseMatmul``: scipy CSR on the CPU (its kernel is ~3x torch's
-        there, same results), a torch CSR tensor elsewhere."""
-        if torch.device(device).type == "cpu":
-            return a.astype(torch.empty(0, dtype=dtype).numpy().dtype).tocsr()
-        return _csr(a, dtype, device)
 
     # ---- physics ------------------------------------------------------------------------------
     def photosphere(self, theta: torch.Tensor, T=None) -> dict[str, torch.Tensor]:
-        """The one-layer LTE photosphere of each star (B,): ``ln_pe``, ``ln_ph`` (ln dyn cm^-2),
-        ``theta`` (5040 / T), ``ln_t``, ``h`` (ln of the H- opacity per H atom and P_e),
-        ``ln_a`` (B, n_species, ln number abundance / H), ``ln_phi`` (ln Saha Phi),
-        ``ln_f`` (B, 2 n_species: ln fraction in stage I, then stage II), ``ln_mol`` (B, 3:
-        ln p_mol / P_H of CN, TiO, VO) and ``theta_mol``."""
+        """The one-layer LTE photosphere of each star (:func:`specscale.sim.photosphere.photosphere`)."""
         theta = theta.reshape(-1, 4)
-        T = T or self._tensors(theta.dtype, theta.device)
-        c = self.config
-        teff, logg, mh, am = theta.unbind(-1)
-        temp = c.t_form * teff
-        th = 5040.0 / temp
-        ln_t = torch.log(temp)
-        ln_a = LN10 * (T["sp_log_a"] + mh[:, None] * T["sp_metal"] + am[:, None] * T["sp_alpha"])
-        ln_phi = T["sp_ln_u"] + 2.5 * ln_t[:, None] - LN10 * th[:, None] * T["sp_chi"]
-        h = 2.5 * torch.log(th) + 0.754 * LN10 * th
-        ln_g = LN10 * (LOGG_REF + c.gravity_scale * (logg - LOGG_REF))
-        k = c.ln_p0 + ln_g - h - math.log(1.1)  # ln P_H = k - ln P_e
-        # charge balance F(y) = 2y - k - ln sum_j A_j Phi_j / (e^y + Phi_j) = 0, y = ln P_e
-        y_weak = (k + torch.logsumexp(ln_a + ln_phi, -1)) / 3.0
-        y_full = (k + torch.logsumexp(ln_a, -1)) / 2.0
-        y = -torch.logaddexp(-y_weak, -y_full)
-        for _ in range(NEWTON_STEPS):
-            lg = ln_a + ln_phi - torch.logaddexp(y[:, None], ln_phi)
-            ln_s = torch.logsumexp(lg, -1)
-            w = torch.exp(lg - ln_s[:, None])
-            dfdy = 2.0 + (w * torch.sigmoid(y[:, None] - ln_phi)).sum(-1)
-            y = y - (2.0 * y - k - ln_s) / dfdy
-        ln_ph = k - y
-        ln_f = torch.cat([-F.softplus(ln_phi - y[:, None]), -F.softplus(y[:, None] - ln_phi)], -1)
-        # molecular equilibrium (CO first), in units of P_H
-        th_m = 5040.0 / (c.t_mol * teff)
-        ln_k = lambda d0: LN10 * (c.log_k0 - 1.5 * torch.log10(th_m) - th_m * d0) - ln_ph
-        i_c, i_n, i_o = SPECIES_INDEX["C"], SPECIES_INDEX["N"], SPECIES_INDEX["O"]
-        a_c = torch.exp(ln_a[:, i_c])
-        a_o = torch.exp(ln_a[:, i_o] - LN10 * am * T["sp_alpha"][i_o])  # no alpha: C/O stays solar
-        d = a_o - a_c
-        ln_kco = ln_k(CO_D0)
-        kco = torch.exp(ln_kco)
-        # free carbon c: c (c + d) = k_CO (A_C - c), the root without cancellation
-        root = d + kco + torch.sqrt((d + kco) ** 2 + 4 * kco * a_c)
-        ln_cfree = math.log(2.0) + ln_kco + torch.log(a_c) - torch.log(root)
-        ln_ofree = torch.log(torch.exp(ln_cfree) + d)
-        mol = []
-        for name, d0 in MOLECULES:
-            if name == "CN":
-                ln_r = ln_a[:, i_n] - ln_k(d0)
-                mol.append(ln_cfree - F.softplus(-ln_r))
-            else:
-                i_m = SPECIES_INDEX["Ti" if name == "TiO" else "V"]
-                ln_q = ln_ofree - ln_k(d0)
-                mol.append(ln_a[:, i_m] + ln_f[:, i_m] - F.softplus(-ln_q))
-        return {
-            "ln_pe": y,
-            "ln_ph": ln_ph,
-            "theta": th,
-            "ln_t": ln_t,
-            "h": h,
-            "ln_a": ln_a,
-            "ln_phi": ln_phi,
-            "ln_f": ln_f,
-            "ln_mol": torch.stack(mol, -1),
-            "theta_mol": th_m,
-        }
+        return photosphere(theta, self.config, T or self._tensors(theta.dtype, theta.device))
 
     def _log_features(self, theta: torch.Tensor, T) -> dict[str, torch.Tensor]:
         """Per star, small: the features whose linear map ``w_M`` gives each weak line's
@@ -424,28 +309,19 @@ class SyntheticAtmosphereV2(SyntheticAtmosphere):
         gamma = torch.exp(T["w_ln_gamma"][:, None] + sl["ln_g"][None, :])
         return s, gamma, 1.0 / (1.0 + gamma * T["wing_area"][:, None])
 
-    def _line_laws(self, theta: torch.Tensor, T) -> dict[str, torch.Tensor]:
-        sl = self._star_laws(theta, T)
-        s, gamma, core = self._strength_columns(sl, T)
-        u, sc = sl["u"][None, :], s * core
-        weak = torch.cat([(1 - u) * sc, u * sc, sc * gamma, sl["env"].T], 0)
-        return {"weak": weak.T, **{k: sl[k] for k in self._COEFS}}
+    def _weak_columns(self, law, T) -> torch.Tensor:
+        """Weak-line map inputs (3 L + 3, B): narrow and broad cores, wings, band envelopes."""
+        s, gamma, core = self._strength_columns(law, T)
+        u, sc = law["u"][None, :], s * core
+        return torch.cat([(1 - u) * sc, u * sc, sc * gamma, law["env"].T], 0)
 
-    def jacobian(self, theta: torch.Tensor, method: str = "laws") -> tuple[torch.Tensor, torch.Tensor]:
-        """As version 1's: forward-mode AD through the small per-star laws, the per-line strengths
-        and their tangents by the chain rule in column layout, then version 1's fine-grid stages."""
-        theta = theta.reshape(-1, 4)
-        if method == "forward_ad":
-            return self._jacobian_forward_ad(theta)
-        if method != "laws":
-            raise ValueError(f"unknown Jacobian method {method!r} (laws, forward_ad)")
-        T = self._tensors(theta.dtype, theta.device)
-        n_b = theta.shape[0]
-        sl, d, cont, d_cont = self._law_jvps(theta, T, laws=self._star_laws)  # d: (4, B, ...)
+    def _weak_jvp(self, sl, d, T) -> torch.Tensor:
+        """The weak-line columns and their tangents (3 L + 3, 5 B) by the chain rule from the
+        per-star laws ``sl`` and their tangents ``d`` (4, B, ...), written in place by broadcasting
+        (no repeated copies)."""
+        n_b = sl["u"].shape[0]
         s, gamma, core = self._strength_columns(sl, T)
         n_l = s.shape[0]
-        # weak-line columns (3 L + 3, 5 B): primal, then the tangent along each parameter, written
-        # in place by broadcasting (no repeated copies)
         weak = torch.empty(3 * n_l + len(MOLECULES), 5, n_b, dtype=s.dtype, device=s.device)
         u, du, dg = sl["u"], d["u"].view(4, n_b), d["ln_g"].view(4, n_b)
         dls = (T["w_M"] @ d["feat"].reshape(4 * n_b, -1).T).view(n_l, 4, n_b)  # d ln S
@@ -463,18 +339,7 @@ class SyntheticAtmosphereV2(SyntheticAtmosphere):
         torch.sub(dsc, b1, out=narrow[:, 1:])  # d((1 - u) S c) = d(S c) - d(u S c)
         weak[3 * n_l :, 0] = sl["env"].T
         weak[3 * n_l :, 1:] = d["env"].view(4, n_b, -1).permute(2, 0, 1)
-        weak = weak.view(weak.shape[0], -1)
-        law = {k: sl[k] for k in self._COEFS}
-        dlaw = {k: d[k] for k in self._COEFS}
-        ln = self._ln_fine(weak, torch.cat([cont.T, d_cont.T], 1), self._profiles(law, T, dlaw), T)
-        f_fine = ln[:, :n_b].exp_()
-        ln[:, n_b:].view(-1, 4, n_b).mul_(f_fine[:, None, :])
-        pix = self._pixel_flux(ln, T).view(5, n_b, -1)
-        f_pix, df_pix = pix[0], pix[1:]
-        med, d_med = smoothed_median_jvp(f_pix, df_pix, self.config.median_width)
-        flux = f_pix / med[:, None]
-        jac = df_pix / med[:, None] - flux * (d_med / med)[..., None]
-        return flux, jac.permute(1, 2, 0)
+        return weak.view(weak.shape[0], -1)
 
     def _strong_v2(self, theta, lt, T):
         """Pseudo-Voigt coefficients of the strong lines (as version 1's) from the per-line laws."""
@@ -490,12 +355,5 @@ class SyntheticAtmosphereV2(SyntheticAtmosphere):
         f_g = (2.3548200450309493 / C_KMS) * T["lam"] * sig_kms[:, None]
         return pseudo_voigt_terms(s, f_g, 2.0 * gamma)
 
-    def _ln_fine(self, weak, lncont, profiles, T) -> torch.Tensor:
-        """As version 1's, with the per-line sparse map in place of the family templates."""
-        ln = _SparseMatmul.apply(weak.contiguous(), T["lines_m"], T["lines_mt"])  # the map is negated
-        ln.index_add_(0, T["s_fine"], profiles, alpha=-1.0)
-        n, n_c, step = ln.shape[0], lncont.shape[1], self.NODE_STEP
-        w = torch.arange(step, dtype=ln.dtype, device=ln.device)[None, :, None] / step
-        cont = torch.lerp(lncont[:-1, None, :], lncont[1:, None, :], w).flatten(0, 1)[:n]
-        ln[:, :n_c] += cont
-        return ln
+    def _weak_ln(self, weak: torch.Tensor, T) -> torch.Tensor:
+        return SparseMatmul.apply(weak.contiguous(), T["lines_m"], T["lines_mt"])  # the map is negated

@@ -47,7 +47,7 @@ SPECIES = (
 )
 SPECIES_INDEX = {s.name: i for i, s in enumerate(SPECIES)}
 
-# Molecules: (name, dissociation energy D0 eV). Their constituents are fixed in atmosphere_v2.
+# Molecules: (name, dissociation energy D0 eV). Their constituents are fixed in sim.photosphere.
 MOLECULES = (("CN", 7.76), ("TiO", 6.87), ("VO", 6.44))
 CO_D0 = 11.09
 
