@@ -1,4 +1,4 @@
-"""Simulate a dataset and write it to HDF5 (the layout :class:`specscale.data.sources.SyntheticSource` reads).
+"""Simulate a dataset and write it to HDF5 (the layout :class:`specscale.data.synthetic.SyntheticSource` reads).
 
 Layout (one file):
     /wave                     (n_pix,) float64, vacuum Angstrom
@@ -35,7 +35,7 @@ from specscale.core.config import ConfigError, config_hash, from_dict, section, 
 from specscale.core.files import atomic_write, remove_stale_temps, writer_lock
 from specscale.core.hardware import resolve_device
 from specscale.core.vocab import LABELS, PRIORS, SPLIT_CODE, SPLITS
-from specscale.data.sources import SYNTHETIC_FORMAT
+from specscale.data.synthetic import SYNTHETIC_FORMAT
 from specscale.sim.atmosphere import AtmosphereConfig
 from specscale.sim.atmosphere_v2 import AtmosphereV2Config
 from specscale.sim.observe import ObservingConfig
