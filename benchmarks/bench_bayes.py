@@ -1,5 +1,5 @@
-"""Benchmark of the Bayes reference (specscale.ceiling.bayes, .bank) on one CPU core: the batched
-estimator against the previous per-star one in the same run, both checked against a long run, the
+"""Benchmark of the Bayes reference (specscale.ceiling.bayes, .sampler, .bank) on one CPU core: the batched
+estimator against the one-star-at-a-time baseline (_per_star.py) in the same run, both checked against a long run, the
 bank estimator against the exact one at high, nominal and low S/N, and the default sweep's cells.
 Writes its sections of benchmarks/RESULTS-ceiling.md (between <!-- bayes-*:start/end --> markers).
 
@@ -25,15 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from _common import write_section
+from _per_star import PerStarConfig, posterior_moments
 
 from specscale.ceiling.bank import bank_posterior
-from specscale.ceiling.bayes import (
-    BayesConfig,
-    bayes_reference,
-    posterior_batched,
-    posterior_moments,
-    r2_mc_error,
-)
+from specscale.ceiling.bayes import bayes_reference, r2_mc_error
+from specscale.ceiling.configs import BayesConfig
+from specscale.ceiling.sampler import posterior_batched
 from specscale.core.provenance import code_version
 from specscale.core.vocab import LOGG, MagRange
 from specscale.data.simulate import SimulationConfig, simulate
@@ -62,14 +59,14 @@ def batched(source, noise, mag, n, config: BayesConfig):
 
 
 def per_star(source, noise, mag, n, n_samples: int, seed: int = 0):
-    """The previous implementation: the oracle's 3-start fit, then posterior_moments."""
+    """The one-star-at-a-time baseline (_per_star.py): the oracle's 3-start fit, then posterior_moments."""
     ora = OracleModel(OracleParams(), seed=0)
     ora.fit(source, TrainCell(noise, MagRange.parse(mag), 1, 0), None)
     obs = source.observed("test", np.arange(n), mag, noise)
     fit = ora.fit_spectra(obs.flux, obs.sigma)
     box = prior_box(source)
     mz = np.clip((fit.theta_starts - box[:, 0]) / (box[:, 1] - box[:, 0]), 0, 1)
-    cfg = BayesConfig(method="per_star", n_samples=n_samples, seed=seed)
+    cfg = PerStarConfig(n_samples=n_samples, seed=seed)
     return obs, posterior_moments(ora.model, obs.flux, obs.sigma, box, mz, fit.chi2_starts, obs.rows, cfg)
 
 
@@ -98,7 +95,7 @@ def header(args, load) -> str:
 
 
 def part_speed(source, args, log):
-    """New vs old on the same cell: time per star and the projection to 1,000 stars."""
+    """Batched vs the per-star baseline on the same cell: time per star and the projection to 1,000 stars."""
     noise, mag = CELL
     cfg = BayesConfig(method="batched", seed=args.seed)
     batched(source, noise, mag, 8, cfg)  # warm-up: the simulator's float64/float32 tables
@@ -117,9 +114,9 @@ def part_speed(source, args, log):
         "| estimator | stars | wall s | CPU s | CPU s per 1,000 stars | stars/s (CPU) | simulations/star | median ESS "
         "| R^2 (debiased) | R^2 MC se |",
         "|---|---|---|---|---|---|---|---|---|---|",
-        f"| batched (new default) | {n} | {wall:.1f} | {cpu:.1f} | {cpu / n * 1000:.1f} | {n / cpu:.1f} | "
+        f"| batched (default) | {n} | {wall:.1f} | {cpu:.1f} | {cpu / n * 1000:.1f} | {n / cpu:.1f} | "
         f"{post['n_sims'].mean():.0f} | {np.median(post['ess']):.0f} | {r['r2_debiased']:.4f} | {r['r2_mc_se']:.4f} |",
-        f"| per_star (previous, 1024 samples, oracle 3 starts) | {m} | {ow:.1f} | {oc:.1f} | {oc / m * 1000:.1f} | "
+        f"| per_star (baseline, 1024 samples, oracle 3 starts) | {m} | {ow:.1f} | {oc:.1f} | {oc / m * 1000:.1f} | "
         f"{m / oc:.2f} | 1024 | {np.median(old['ess']):.0f} | {ro['r2_debiased']:.4f} (its {m} stars) | "
         f"{ro['r2_mc_se']:.4f} |",
         "",
@@ -132,7 +129,7 @@ def part_speed(source, args, log):
 
 
 def part_accuracy(source, args, log):
-    """The new and old estimators against a long run on the same stars."""
+    """The batched and per-star estimators against a long run on the same stars."""
     noise, mag = CELL
     n = args.long_stars
     cfg = BayesConfig(method="batched", seed=args.seed)
@@ -147,7 +144,7 @@ def part_accuracy(source, args, log):
     cut = lambda p, j: {key: np.asarray(v)[:j] for key, v in p.items() if key != "cpu_seconds"}
     rows = [
         ("batched (default)", n, np.mean(new["n_sims"]), against(y, new, long)),
-        ("per_star (previous, 1024 samples)", m, 1024, against(y[:m], old, cut(long, m))),
+        ("per_star (baseline, 1024 samples)", m, 1024, against(y[:m], old, cut(long, m))),
         (
             "long run itself vs per_star with 16,384 samples",
             k,
@@ -161,7 +158,7 @@ def part_accuracy(source, args, log):
         "",
         f"Long run: the batched estimator with mc_target 0.02 and up to 16,384 draws per star (another seed; "
         f"{np.mean(long['n_sims']):.0f} simulations per star, {lc:.0f} s CPU); on its first {k} stars it is "
-        f"itself checked against the previous estimator with 16,384 samples per star ({cc:.0f} s CPU).",
+        f"itself checked against the per-star baseline with 16,384 samples per star ({cc:.0f} s CPU).",
         "",
         "| estimate | stars | simulations/star | R^2 - long R^2 | (debiased) | its R^2 MC se | rms diff (dex) "
         "| rms z | max abs z |",
@@ -257,7 +254,7 @@ def main() -> None:
     ap.add_argument("--data", help="dataset (default: simulate the default sweep's lowT)")
     ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {list(PARTS)}")
     ap.add_argument("--stars", type=int, default=1000, help="stars of the speed run")
-    ap.add_argument("--old-stars", type=int, default=64, help="stars of the previous estimator (0.3-0.5 s each)")
+    ap.add_argument("--old-stars", type=int, default=64, help="stars of the per-star baseline (0.3-0.5 s each)")
     ap.add_argument("--long-stars", type=int, default=200, help="stars of the long run")
     ap.add_argument("--check-stars", type=int, default=16, help="stars of the per_star 16,384-sample check")
     ap.add_argument("--bank-stars", type=int, default=200)

@@ -11,23 +11,14 @@ import pytest
 import torch
 import xarray as xr
 
-from specscale.ceiling.fisher import (
-    ALPHA,
-    FisherConfig,
-    SimulatorJacobian,
-    cell_ceiling,
-    chunk_information,
-    conditional_crlb,
-    fisher_curves,
-    fisher_matrix,
-    forward_jacobian,
-    magnitude_for_snr,
-    marginal_crlb,
-    sigma_unit,
-)
+from specscale.ceiling.bounds import conditional_crlb, fisher_matrix, marginal_crlb, sigma_unit
+from specscale.ceiling.chunks import chunk_information
+from specscale.ceiling.configs import FisherConfig
+from specscale.ceiling.fisher import cell_ceiling, fisher_curves, magnitude_for_snr
+from specscale.ceiling.jacobians import SimulatorJacobian, forward_jacobian
 from specscale.cli import main
 from specscale.core.config import ConfigError
-from specscale.core.vocab import SNR_EDGES
+from specscale.core.vocab import ALPHA, SNR_EDGES
 from specscale.data.simulate import SimulationConfig, simulate
 from specscale.data.simulator import simulator_of
 from specscale.data.sources import DataError, open_source

@@ -91,7 +91,7 @@ def test_simulate_refuses_nonfinite_or_out_of_range_config_numbers(tmp_path, cap
         ("specscale.models.gbm:LightGBMParams", {"learning_rate": "1e400"}, "learning_rate"),  # overflows to inf
         ("specscale.models.gbm:LightGBMParams", {"max_bin": 1}, "max_bin"),  # LightGBM needs > 1
         ("specscale.models.vit:ViTTinyParams", {"lr": INF}, "models.x.lr"),
-        ("specscale.ceiling.fisher:FisherConfig", {"check_atol": INF}, "models.x.check_atol"),
+        ("specscale.ceiling.configs:FisherConfig", {"check_atol": INF}, "models.x.check_atol"),
         ("specscale.sim.observe:ObservingConfig", {"field_angle_deg": -1.0}, "field_angle_deg"),
         ("specscale.sim.observe:ObservingConfig", {"sky_ab_arcsec2": [21.0, 21.0]}, "sky_ab_arcsec2"),
         ("specscale.sim.observe:ObservingConfig", {"extinction_mag_per_airmass": -0.1}, "extinction_mag_per_airmass"),

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from specscale.ceiling.fisher import FisherConfig, SimulatorJacobian, fisher_matrix, marginal_crlb, sigma_unit
+from specscale.ceiling.bounds import fisher_matrix, marginal_crlb, sigma_unit
+from specscale.ceiling.configs import FisherConfig
+from specscale.ceiling.jacobians import SimulatorJacobian
 from specscale.core.config import ConfigError, from_dict
 from specscale.core.vocab import MagRange
 from specscale.data.simulate import SimulationConfig, simulate

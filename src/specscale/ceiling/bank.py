@@ -18,7 +18,7 @@ synthetic datasets the pipeline error is noisy at low S/N and lowers the bank's 
 0.01 at noise 2 with 8,000 bank spectra, 0.035 with 32,000; RESULTS-ceiling.md).
 
 What the reference is, per source:
-- synthetic datasets (with their simulator): :func:`specscale.ceiling.bayes.posterior_batched` is
+- synthetic datasets (with their simulator): :func:`specscale.ceiling.sampler.posterior_batched` is
   the reference (exact up to its reported Monte-Carlo error); this bank estimate is available for
   comparison and converges to it as the bank grows.
 - files without a simulator (the study's PFS files): this bank estimate IS the reference, with the

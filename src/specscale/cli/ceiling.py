@@ -72,19 +72,19 @@ def register(sub) -> None:
     p.add_argument(
         "--method",
         default="auto",
-        choices=("auto", "batched", "per_star", "bank"),
+        choices=("auto", "batched", "bank"),
         help="auto (default): batched where the dataset has its simulator, else bank (noiseless training spectra "
-        "weighted by the likelihood); per_star: the previous one-star-at-a-time sampler",
+        "weighted by the likelihood)",
     )
     p.add_argument(
         "--samples",
         type=int,
         default=1024,
-        help="importance samples per star (per_star; batched: at most this many, adaptive) (default 1024)",
+        help="importance draws per star, at most (batched: adaptive) (default 1024)",
     )
     _window(p)
-    p.add_argument("--seed", type=int, default=0, help="seed of the samples and of the oracle's start bank")
-    p.add_argument("--config", help="YAML config: models.oracle (the oracle fit), fisher sections")
+    p.add_argument("--seed", type=int, default=0, help="seed of the prior bank and of the draws")
+    p.add_argument("--config", help="YAML config: the fisher section (the ceiling beside the reference)")
     p.add_argument("--device", default="cpu", help="cpu, cuda[:N] or auto")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.set_defaults(func=cmd_bayes)
@@ -139,7 +139,7 @@ def parse_list(text: str, what: str) -> list[float]:
 def _setup(args):
     import torch
 
-    from specscale.ceiling.fisher import FisherConfig
+    from specscale.ceiling.configs import FisherConfig
     from specscale.data.sources import open_source
     from specscale.sim.observe import ObservingConfig
 
@@ -207,7 +207,7 @@ def cmd_fisher_curves(args) -> int:
 
 
 def cmd_fisher_chunks(args) -> int:
-    from specscale.ceiling.fisher import chunk_information
+    from specscale.ceiling.chunks import chunk_information
     from specscale.core.files import write_netcdf
 
     source, fisher, _ = _setup(args)
@@ -228,17 +228,15 @@ def cmd_fisher_chunks(args) -> int:
 def cmd_bayes(args) -> int:
     import torch
 
-    from specscale.ceiling.bayes import BayesConfig, bayes_reference
-    from specscale.ceiling.fisher import FisherConfig
+    from specscale.ceiling.bayes import bayes_reference
+    from specscale.ceiling.configs import BayesConfig, FisherConfig
     from specscale.core.files import write_netcdf
     from specscale.data.sources import open_source
-    from specscale.models.registry import model_params
 
     if args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
     config = load_config(args.config)
-    oracle = model_params("oracle", config)
     fisher = from_dict(FisherConfig, section(config, "fisher"), "fisher")
     try:
         bayes = BayesConfig(method=args.method, n_samples=args.samples, seed=args.seed)
@@ -246,9 +244,7 @@ def cmd_bayes(args) -> int:
         raise ConfigError(str(exc)) from exc
     source = open_source(args.data)
     window = parse_window(args.window)
-    ds = bayes_reference(
-        source, args.noise, args.mag, args.stars, bayes, oracle, fisher, device=args.device, window=window
-    )
+    ds = bayes_reference(source, args.noise, args.mag, args.stars, bayes, fisher, device=args.device, window=window)
     write_netcdf(ds, args.out)
     mle = f"R2 MLE {float(ds.r2_mle):.4f}, " if "r2_mle" in ds else ""
     print(

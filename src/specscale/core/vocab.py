@@ -25,6 +25,20 @@ SNR_EDGES = (0.0, 3.0, 5.0, 8.0, 12.0, 20.0, 40.0, np.inf)
 SNR_BIN_LABELS = tuple(f"{lo:g}-{hi:g}" for lo, hi in zip(SNR_EDGES[:-1], SNR_EDGES[1:]))
 
 
+def snr_bin_index(snr) -> np.ndarray:
+    """The S/N bin (0 .. len(SNR_BIN_LABELS) - 1, edges SNR_EDGES) of each per-spectrum S/N."""
+    return np.digitize(snr, SNR_EDGES[1:-1])
+
+
+def snr_bin_coords() -> dict:
+    """xarray coordinates of the S/N bins: ``snr_bin`` (labels) with ``snr_bin_lo``/``snr_bin_hi`` (edges)."""
+    return {
+        "snr_bin": list(SNR_BIN_LABELS),
+        "snr_bin_lo": ("snr_bin", np.array(SNR_EDGES[:-1])),
+        "snr_bin_hi": ("snr_bin", np.array(SNR_EDGES[1:])),
+    }
+
+
 @dataclass(frozen=True)
 class MagRange:
     """An HSC-i AB magnitude range of a cell: a fixed value ("21.5") or a range ("20.5-22.5") drawn per star.

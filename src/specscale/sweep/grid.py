@@ -23,7 +23,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from specscale.ceiling.fisher import FisherConfig
+from specscale.ceiling.configs import FisherConfig
 from specscale.core.config import ConfigError, config_hash, from_dict, section
 from specscale.core.files import unsafe_path
 from specscale.core.vocab import MagRange
