@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from specscale.core.vocab import SNR_EDGES, MagRange
+from specscale.core.vocab import N_SNR_BINS, Cell, snr_bin_coords
 from specscale.models.metrics import evaluate
-from specscale.sweep.cube import Cell
 
 REPO = Path(__file__).resolve().parents[1]
 # the local test cluster (.ci/slurm-up.sh)
@@ -44,7 +43,7 @@ def metrics_record(cell: Cell, n_test: int = 400) -> dict:
     pred = y + rng.normal(0, np.sqrt((1 - r2) * y.var()), n_test)
     return {
         "schema": "specscale.metrics/1",
-        "cell": {"model": cell.model, "noise": cell.noise, "mag": cell.mag, "n_train": cell.n_train, "seed": cell.seed},
+        "cell": cell.info(),
         "metrics": evaluate(y, pred, snr),
         "timing": {"train_s": 0.01 * cell.n_train**0.5, "predict_s": 0.1, "peak_mem_mb": 300.0},
         "model_info": {"alpha": 10.0},
@@ -65,7 +64,7 @@ def write_cell(root: Path, cell: Cell, record: dict | None = None) -> Path:
     path = (
         root
         / f"noise{cell.noise:g}"
-        / f"mag{cell.mag}"
+        / f"mag{cell.mag.label()}"
         / cell.model
         / f"n{cell.n_train}"
         / f"s{cell.seed}"
@@ -95,7 +94,7 @@ def write_paired_cell(root: Path, cell: Cell, r2: float | None = None, n_test: i
     metrics.json path (as :func:`write_cell`)."""
     from specscale.sweep.cell import write_predictions
 
-    stars = shared_test_stars(cell.noise, cell.mag, n_test)
+    stars = shared_test_stars(cell.noise, cell.mag.label(), n_test)
     y = stars["logg_true"]
     target = min(max(fake_r2(cell) if r2 is None else r2, 0.05), 0.97)
     rng = np.random.default_rng([cell.n_train, cell.seed, int(cell.noise * 100), sum(map(ord, cell.model))])
@@ -111,7 +110,7 @@ def write_paired_cell(root: Path, cell: Cell, r2: float | None = None, n_test: i
         labels,
         pred,
         stars["snr"],
-        np.full(n_test, MagRange.parse(cell.mag).lo),
+        np.full(n_test, cell.mag.lo),
         {"schema": "specscale.predictions/1", "cell": record["cell"], "dataset_id": "d1"},
     )
     return path
@@ -127,14 +126,11 @@ def write_ceiling(path: Path, noise: float, mag: str, window: str | None = None,
             "ceiling_median": min(pop + 0.1, 0.99),
             "ceiling_pop_top20": min(pop + 0.1, 0.99),
             "ceiling_median_top20": min(pop + 0.12, 0.99),
-            "ceiling_pop_snr_bin": ("snr_bin", np.linspace(0.2, 0.95, len(SNR_EDGES) - 1)),
+            "ceiling_pop_snr_bin": ("snr_bin", np.linspace(0.2, 0.95, N_SNR_BINS)),
             "var_prior": 4 / 3,
             "r2_max": ("star", np.linspace(0.3, 0.99, 50)),  # per-star: stays in the file
         },
-        coords={
-            "snr_bin": [f"{a:g}-{b:g}" for a, b in zip(SNR_EDGES[:-1], SNR_EDGES[1:])],
-            "snr_bin_lo": ("snr_bin", np.array(SNR_EDGES[:-1])),
-        },
+        coords=snr_bin_coords(),
         attrs={"dataset_id": "d1", "noise": noise, "mag": mag, **({"window": window} if window else {})},
     )
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -144,7 +140,7 @@ def write_ceiling(path: Path, noise: float, mag: str, window: str | None = None,
 
 def write_bayes(path: Path, noise: float, mag: str, r2: float, window: str = "full", n_stars: int = 300) -> Path:
     """A ``specscale bayes`` file: the reference's R^2 ``r2``, its errors and per-bin values."""
-    n_bins = len(SNR_EDGES) - 1
+    n_bins = N_SNR_BINS
     ds = xr.Dataset(
         {
             "r2_reference": r2,
@@ -199,7 +195,9 @@ def fake_sweep(root: Path, predictions: bool = False, **kwargs) -> dict:
     write = write_paired_cell if predictions else write_cell
     pairs = [(c, write(root / "cells", c)) for c in cells]
     ceilings = {
-        (c.noise, c.mag): write_ceiling(root / "ceiling" / f"noise{c.noise:g}_mag{c.mag}.nc", c.noise, c.mag)
+        (c.noise, c.mag.label()): write_ceiling(
+            root / "ceiling" / f"noise{c.noise:g}_mag{c.mag.label()}.nc", c.noise, c.mag.label()
+        )
         for c in cells
     }
     noises = sorted({c.noise for c in cells})

@@ -1,4 +1,5 @@
-"""The scaling cube: collect metrics.json + ceiling files into one Dataset, write/read it, query it.
+"""The scaling cube: collect metrics.json + ceiling files into one Dataset, write/read it, query it
+(specscale.report.queries) and print it (specscale.report.tables).
 
 The fabricated, schema-true sweep files come from tests/factories.py.
 """
@@ -14,17 +15,11 @@ import xarray as xr
 from factories import fake_sweep, metrics_record, sweep_cells, write_ceiling, write_cell
 
 from specscale.cli import main as cli_main
-from specscale.sweep.cube import (
-    Cell,
-    CubeError,
-    collect,
-    endpoints,
-    format_table,
-    headline,
-    open_cube,
-    read_metrics,
-    write_cube,
-)
+from specscale.core.vocab import Cell
+from specscale.report.queries import endpoints, headline
+from specscale.report.tables import format_table
+from specscale.sweep.cube import collect, open_cube, write_cube
+from specscale.sweep.cube_records import CubeError, read_metrics
 
 
 @pytest.fixture
@@ -54,7 +49,7 @@ def test_collect_fills_every_cell_and_nan_elsewhere(sweep):
     assert int(ds.done.sum()) == len(sweep["cells"])
     for cell, path in sweep["cells"]:
         expected = read_metrics(path)["metrics"]
-        at = ds.sel(noise=cell.noise, mag=cell.mag, model=cell.model, n_train=cell.n_train, seed=cell.seed)
+        at = ds.sel(noise=cell.noise, mag=cell.mag.label(), model=cell.model, n_train=cell.n_train, seed=cell.seed)
         assert float(at.r2) == pytest.approx(expected["r2"])
         assert float(at.rmse_top20) == pytest.approx(expected["rmse_top20"])
         np.testing.assert_allclose(at.snr_n.values, expected["snr_bins"]["n"])
@@ -157,7 +152,7 @@ def test_collecting_a_thousand_cells_takes_seconds(tmp_path):
     record = metrics_record(cells[0])
     pairs = []
     for c in cells:  # same numbers, right cell: writing 1000 evaluate() records would dominate the test
-        record["cell"] = {"model": c.model, "noise": c.noise, "mag": c.mag, "n_train": c.n_train, "seed": c.seed}
+        record["cell"] = c.info()
         pairs.append((c, write_cell(tmp_path, c, record)))
     t0 = time.perf_counter()
     ds = collect(pairs)

@@ -21,8 +21,10 @@ from snakemake.utils import validate
 
 from specscale.cli import main as cli_main
 from specscale.core.config import ConfigError
+from specscale.core.vocab import Cell
 from specscale.sweep.agents import AgentsConfig
-from specscale.sweep.cube import Cell, CubeError, open_cube
+from specscale.sweep.cube import open_cube
+from specscale.sweep.cube_records import CubeError
 from specscale.sweep.grid import Sweep, canonical, window_id
 from specscale.sweep.tracking import WandbConfig
 
@@ -434,7 +436,7 @@ def test_unsafe_paths_are_refused_by_the_schema_and_the_grid_naming_the_key(key,
     with pytest.raises(WorkflowError, match=r"does not match"):
         resolved(DEFAULT, edit)
     config = resolved(DEFAULT)
-    edit(config)  # past the schema (specscale collect --config-json): the grid's own check
+    edit(config)  # past the schema: the grid's own check
     with pytest.raises(
         ConfigError, match=rf"^config error at {re.escape(key)}: {re.escape(repr(value))} is not a safe"
     ):
@@ -474,6 +476,21 @@ def _fake_results(root: Path, sweep: Sweep) -> None:
     write_curves(root / "ceiling/curves.nc", [float(n) for n in sweep.curve_noise], [21.0, 22.0])
 
 
+def _sweep_config_file(root: Path, config: dict) -> str:
+    """The generated config file ``specscale collect`` reads (results/configs/sweep.yaml), written
+    by the config_file rule's command from :meth:`Sweep.config_sections`; a config the grid
+    rejects is written as it is."""
+    out = root / "configs" / "sweep.yaml"
+    try:
+        sections = Sweep.from_config(config).config_sections("sweep")
+    except ConfigError:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(yaml.safe_dump(config))
+        return str(out)
+    assert cli_main(["sweep-config", "--sections", json.dumps(sections), "--out", str(out)]) == 0
+    return str(out)
+
+
 def test_collect_builds_the_cube_of_the_sweep(tmp_path, capsys):
     config = resolved(small(per_model={"lightgbm": {"n_train": [400], "seed": [0]}}))
     sweep = Sweep.from_config(config)
@@ -495,12 +512,13 @@ def test_collect_builds_the_cube_of_the_sweep(tmp_path, capsys):
 
     # `specscale collect`, the collect rule's command: the same cube, written atomically
     out = tmp_path / "cube.nc"
-    argv = ["collect", "--config-json", json.dumps(config), "--metrics", str(tmp_path / METRICS)]
+    argv = ["collect", "--config", _sweep_config_file(tmp_path, config), "--metrics", str(tmp_path / METRICS)]
     argv += ["--ceilings", str(tmp_path / CEILING), "--curves", str(tmp_path / "ceiling/curves.nc"), "--out", str(out)]
     assert cli_main(argv) == 0
     assert "collected 20 cells and 4 ceilings into" in capsys.readouterr().out
     cube = open_cube(out)
     assert int(cube.done.sum()) == 20 and cube.attrs["config_hash"] == ds.attrs["config_hash"]
+    assert cube.attrs["config"] == ds.attrs["config"]  # the config file gives back the config
     assert not list(tmp_path.glob("*.tmp-*"))
     # a missing cell: one line naming the file, no cube
     Path(tmp_path / METRICS.format(**sweep.cells[0])).unlink()
@@ -508,7 +526,7 @@ def test_collect_builds_the_cube_of_the_sweep(tmp_path, capsys):
     assert cli_main(argv) == 2
     assert "metrics file not found" in capsys.readouterr().err and not out.exists()
     # a config the sweep rejects: the key named
-    argv[2] = json.dumps(resolved(config, lambda c: c.update(exclude=[{"seed": 5}])))
+    argv[2] = _sweep_config_file(tmp_path / "rejected", resolved(config, lambda c: c.update(exclude=[{"seed": 5}])))
     assert cli_main(argv) == 2
     assert "config error at exclude[0]" in capsys.readouterr().err
 
@@ -632,7 +650,7 @@ def test_collect_folds_each_windows_references_on_a_window_dim(tmp_path, capsys)
     assert "ca_triplet/ceiling" in json.loads(ds.attrs["window_provenance"])
     # the same through `specscale collect`, and the cube file keeps them
     out = tmp_path / "cube.nc"
-    argv = ["collect", "--config-json", json.dumps(sweep.config), "--metrics", str(tmp_path / METRICS)]
+    argv = ["collect", "--config", _sweep_config_file(tmp_path, sweep.config), "--metrics", str(tmp_path / METRICS)]
     argv += ["--ceilings", str(tmp_path / CEILING), "--curves", str(tmp_path / "ceiling/curves.nc")]
     argv += ["--bayes", templates["bayes"], "--window-ceilings", templates["window_ceilings"]]
     argv += ["--window-bayes", templates["window_bayes"], "--out", str(out)]

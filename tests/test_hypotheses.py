@@ -16,9 +16,10 @@ from factories import write_ceiling, write_curves, write_paired_cell
 from snakemake.utils import validate
 
 from specscale.core.config import ConfigError
+from specscale.core.vocab import Cell
 from specscale.models.metrics import point_metrics, top_snr_mask
 from specscale.report.markdown import render_report
-from specscale.sweep.cube import Cell, collect, open_cube, write_cube
+from specscale.sweep.cube import collect, open_cube, write_cube
 from specscale.sweep.grid import Sweep
 from specscale.sweep.hypotheses import (
     INCONCLUSIVE,

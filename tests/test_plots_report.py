@@ -14,9 +14,13 @@ import xarray as xr
 from factories import fake_sweep, write_cell
 
 from specscale.cli import main as cli_main
+from specscale.core.vocab import Cell
+from specscale.report.figures import FIGURES
+from specscale.report.information import information_data
 from specscale.report.markdown import render_report
-from specscale.report.plots import FIGURES, information_data, plot_all
-from specscale.sweep.cube import Cell, collect, headline, open_cube, write_cube
+from specscale.report.plots import plot_all
+from specscale.report.queries import headline
+from specscale.sweep.cube import collect, open_cube, write_cube
 from specscale.sweep.hypotheses import Hypothesis
 
 HYPOTHESES = [
@@ -107,6 +111,18 @@ def test_plot_cli_writes_every_figure_as_png_and_pdf_reproducibly(cube_file, tmp
     first = {p.name: p.read_bytes() for p in out.iterdir()}
     assert cli_main(["plot", str(cube_file), "--out", str(out)]) == 0
     assert {p.name: p.read_bytes() for p in out.iterdir()} == first  # same cube, same files
+
+
+def test_plot_cli_writes_the_captions_of_the_one_figure_list(cube_file, tmp_path):
+    """The plots rule's report items read their captions from these files; the markdown report
+    prints the same captions under the same titles."""
+    captions = tmp_path / "captions"
+    assert cli_main(["plot", str(cube_file), "--out", str(tmp_path / "plots"), "--captions", str(captions)]) == 0
+    assert sorted(p.name for p in captions.iterdir()) == sorted(f"{name}.rst" for name in FIGURES)
+    text = render_report(open_cube(cube_file), "plots")
+    for name, figure in FIGURES.items():
+        assert (captions / f"{name}.rst").read_text() == figure.caption + "\n"
+        assert f"### {figure.title}" in text and figure.caption in text
 
 
 def test_figures_render_with_bayes_hypotheses_and_the_information_file(rich_cube, cube_file, tmp_path):

@@ -23,7 +23,7 @@ from snakemake.utils import validate
 from test_workflow import REPO, TINY, planned, snakemake
 
 from specscale.core.config import ConfigError
-from specscale.core.vocab import LOGG, MagRange
+from specscale.core.vocab import LOGG, Cell, MagRange
 from specscale.data.sources import open_source
 from specscale.models.features import (
     FeatureConfig,
@@ -35,7 +35,7 @@ from specscale.models.metrics import calibration, evaluate
 from specscale.models.registry import build_model, resolve_model
 from specscale.sim.windows import window_mask, window_pixels
 from specscale.sweep.cell import CellRequest, run_cell
-from specscale.sweep.cube import Cell, collect
+from specscale.sweep.cube import collect
 from specscale.sweep.grid import Sweep
 
 SCHEMA = REPO / "workflow/schemas/config.schema.yaml"

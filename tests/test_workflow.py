@@ -115,8 +115,8 @@ def test_snakemake_html_report_carries_the_figures(tiny_sweep):
     proc = snakemake(tiny_sweep, "--report", "report.html", config=TINY)
     assert proc.returncode == 0, proc.stderr[-3000:]
     html = (tiny_sweep / "report.html").read_text()
-    for caption in ("seed mean per model", "Gap between the Bayes reference", "fewer than 20 test stars"):
-        assert caption in html  # workflow/report/*.rst, attached to the plots' outputs
+    for caption in ("Seed mean (line) and seed range (band)", "minus the best learned model", "S/N bin at each model"):
+        assert caption in html  # specscale.report.figures.FIGURES, attached to the plots' outputs
     (tiny_sweep / "report.html").unlink()
 
 

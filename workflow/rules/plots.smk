@@ -1,6 +1,7 @@
-# Stage 5: figures and the markdown report, from the cube alone. The figures are those of
-# specscale.report.figures.FIGURES; the PNGs are items of the Snakemake HTML report
-# (snakemake --report report.html).
+# Stage 5: figures and the markdown report, from the cube alone. The figures, their titles,
+# captions and report categories are those of specscale.report.figures.FIGURES; the PNGs are
+# items of the Snakemake HTML report (snakemake --report report.html), each with the caption file
+# that `specscale plot --captions` writes from that list.
 
 
 rule plots:
@@ -8,43 +9,17 @@ rule plots:
         cube=CUBE,
         information=INFORMATION.format(dataset=SWEEP.dataset),
     output:
-        scaling=report(
-            f"{PLOTS}/scaling.png",
-            caption="../report/scaling.rst",
-            category="Scaling",
-            labels={"figure": "R2 vs training size"},
-        ),
-        ceiling_curves=report(
-            f"{PLOTS}/ceiling_curves.png",
-            caption="../report/ceiling_curves.rst",
-            category="Ceiling",
-            labels={"figure": "ceiling vs magnitude"},
-        ),
-        gap=report(
-            f"{PLOTS}/gap.png",
-            caption="../report/gap.rst",
-            category="Ceiling",
-            labels={"figure": "gap to the Bayes reference"},
-        ),
-        snr_bins=report(
-            f"{PLOTS}/snr_bins.png",
-            caption="../report/snr_bins.rst",
-            category="Scaling",
-            labels={"figure": "R2 per S/N bin"},
-        ),
-        decisions=report(
-            f"{PLOTS}/decisions.png",
-            caption="../report/decisions.rst",
-            category="Decisions",
-            labels={"figure": "hypotheses vs training size"},
-        ),
-        information=report(
-            f"{PLOTS}/information.png",
-            caption="../report/information.rst",
-            category="Ceiling",
-            labels={"figure": "log g information per chunk"},
-        ),
+        pngs=[
+            report(
+                f"{PLOTS}/{name}.png",
+                caption=os.path.abspath(f"{PLOTS}/captions/{name}.rst"),
+                category=figure.category,
+                labels={"figure": figure.title},
+            )
+            for name, figure in FIGURES.items()
+        ],
         pdfs=[f"{PLOTS}/{name}.pdf" for name in FIGURES],
+        captions=[f"{PLOTS}/captions/{name}.rst" for name in FIGURES],
     log:
         f"{LOGS}/plots.log",
     benchmark:
@@ -56,10 +31,11 @@ rule plots:
         mem_mb=scaled("plots", "mem_mb"),
         runtime=scaled("plots", "runtime"),
     params:
-        out=lambda wildcards, output: os.path.dirname(output.scaling),
+        out=lambda wildcards, output: os.path.dirname(output.pdfs[0]),
+        captions=lambda wildcards, output: os.path.dirname(output.captions[0]),
     shell:
         "specscale plot {input.cube:q} --information {input.information:q} --out {params.out:q}"
-        " > {log:q} 2>&1"
+        " --captions {params.captions:q} > {log:q} 2>&1"
 
 
 rule report:

@@ -14,6 +14,12 @@ from specscale.core.config import ConfigError
 
 
 def register(sub) -> None:
+    _register_cube_commands(sub)
+    _register_agent_commands(sub)
+
+
+def _register_cube_commands(sub) -> None:
+    """sweep-config, collect, cube, plot, report: the commands of the workflow's rules."""
     p = sub.add_parser("sweep-config", help="write one per-stage config file of the workflow (its config_file rule)")
     p.add_argument(
         "--sections",
@@ -27,9 +33,9 @@ def register(sub) -> None:
         "collect", help="collect the sweep's metrics.json and ceiling files into the scaling cube (the collect rule)"
     )
     p.add_argument(
-        "--config-json",
+        "--config",
         required=True,
-        help="the sweep config as JSON, as the workflow resolved it (schema defaults filled): it gives the cells",
+        help="the sweep config (YAML; the workflow's generated results/configs/sweep.yaml): it gives the cells",
     )
     p.add_argument(
         "--metrics",
@@ -70,7 +76,12 @@ def register(sub) -> None:
     p.add_argument(
         "--information",
         help="netCDF of log g information per wavelength chunk for the information figure "
-        "(specscale.report.plots.information_data; absent: a placeholder panel)",
+        "(specscale.report.information.information_data; absent: a placeholder panel)",
+    )
+    p.add_argument(
+        "--captions",
+        help="also write each figure's caption (specscale.report.figures.FIGURES) as CAPTIONS/<name>.rst, "
+        "the caption files of the Snakemake HTML report",
     )
     p.set_defaults(func=cmd_plot)
 
@@ -80,6 +91,9 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output .md file")
     p.set_defaults(func=cmd_report)
 
+
+def _register_agent_commands(sub) -> None:
+    """agents, install-profile: running the sweep through W&B agents or a Snakemake profile."""
     p = sub.add_parser("agents", help="launch N wandb sweep agents as one SLURM job array (submitit)")
     p.add_argument("--sweep", required=True, help="wandb sweep id (ENTITY/PROJECT/ID or ID)")
     p.add_argument("--count", type=int, required=True, help="number of agents (array tasks)")
@@ -140,11 +154,12 @@ def cmd_sweep_config(args) -> int:
 
 
 def cmd_collect(args) -> int:
+    from specscale.cli.plan import load_config
     from specscale.sweep.cube import write_cube
     from specscale.sweep.grid import Sweep
 
     t0 = time.perf_counter()
-    sweep = Sweep.from_config(_json_mapping(args.config_json, "--config-json"))
+    sweep = Sweep.from_config(load_config(args.config))
     ds = sweep.collect(
         args.metrics,
         args.ceilings,
@@ -164,7 +179,8 @@ def cmd_collect(args) -> int:
 
 
 def cmd_cube(args) -> int:
-    from specscale.sweep.cube import format_table, open_cube
+    from specscale.report.tables import format_table
+    from specscale.sweep.cube import open_cube
 
     ds = open_cube(args.cube)
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
@@ -176,11 +192,14 @@ def cmd_cube(args) -> int:
 
 
 def cmd_plot(args) -> int:
+    from specscale.report.figures import write_captions
     from specscale.report.plots import plot_all
     from specscale.sweep.cube import open_cube
 
     formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
     for path in plot_all(open_cube(args.cube), args.out, formats, information=args.information):
+        print(path)
+    for path in write_captions(args.captions) if args.captions else ():
         print(path)
     return 0
 

@@ -23,6 +23,7 @@ SPLIT_CODE = {"train": 1, "val": 2, "test": 3}
 # per-spectrum S/N bins (edges), the same for every metric and ceiling so cells compare bin by bin
 SNR_EDGES = (0.0, 3.0, 5.0, 8.0, 12.0, 20.0, 40.0, np.inf)
 SNR_BIN_LABELS = tuple(f"{lo:g}-{hi:g}" for lo, hi in zip(SNR_EDGES[:-1], SNR_EDGES[1:]))
+N_SNR_BINS = len(SNR_BIN_LABELS)
 
 
 def snr_bin_index(snr) -> np.ndarray:
@@ -39,9 +40,10 @@ def snr_bin_coords() -> dict:
     }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, order=True)
 class MagRange:
     """An HSC-i AB magnitude range of a cell: a fixed value ("21.5") or a range ("20.5-22.5") drawn per star.
+    Ranges sort by (lo, hi), the order of the cube's mag axis.
 
     A range maps each star's stored quantile u in [0, 1) to lo + u (hi - lo), so the same star is
     always at the same relative place in any range."""

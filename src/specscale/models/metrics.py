@@ -35,6 +35,13 @@ def r2_score(y_true, y_pred) -> float:
     return float(1.0 - np.sum((y_pred - y_true) ** 2) / sst) if sst > 0 else float("nan")
 
 
+def population_r2(crlb, var_prior: float, axis=None):
+    """The R^2 bound of a population from per-star bounds on log g (dex^2): 1 - mean(min(CRLB,
+    Var_prior)) / Var_prior over ``axis``, each bound capped at the prior variance (an estimator
+    never needs to do worse than the prior mean)."""
+    return 1.0 - np.mean(np.minimum(crlb, var_prior), axis=axis) / var_prior
+
+
 def point_metrics(y_true, y_pred) -> dict[str, float]:
     """R^2, MAE, RMSE (dex), bias (dex, predicted - true), n."""
     y_true, y_pred = np.asarray(y_true, np.float64), np.asarray(y_pred, np.float64)

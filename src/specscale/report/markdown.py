@@ -12,7 +12,9 @@ import xarray as xr
 
 from specscale.core.files import write_text
 from specscale.report.figures import FIGURES
-from specscale.sweep.cube import DIMS, format_number, headline, json_attr, reference_models, window_rows
+from specscale.report.queries import headline, json_attr, reference_models, window_rows
+from specscale.report.tables import format_number
+from specscale.sweep.cube_records import DIMS
 from specscale.sweep.hypotheses import NOT_EVALUATED, SUPPORTED, VERDICTS, hypotheses_of
 
 DAGGER = "†"  # marks a one-seed error (test-sampling approximation)
@@ -209,12 +211,84 @@ def window_table(ds: xr.Dataset) -> list[str]:
     return _table(cols, rows)
 
 
+# the text under each section heading
+HEADLINE_TEXT = (
+    "Test R² of log g: seed mean at each model's largest training size in the cell, ± the error of that "
+    f"mean (std over seeds / √(k − 1); with one seed {DAGGER} the test-sampling approximation "
+    "√(2/n) (1 − R²)). *Best* is the best learned model (references such as the oracle, a likelihood fit with "
+    "the true forward model, are not contenders). *Gap* = Bayes reference − best, ± √(Bayes error² + "
+    "best error²): the Bayes posterior mean with the true forward model and prior is what no estimator "
+    "beats on average, so this is the information the models leave on the table."
+)
+BOUNDS_TEXT = (
+    "Unbiased bounds (Fisher information / Cramér–Rao bound, same observing conditions as the cell): "
+    "*pop* = 1 − mean(CRLB)/Var(log g) over the stars; *median* = median over stars of the "
+    "per-star R²max (the study's definition, optimistic). They bound *unbiased* estimators only: a "
+    "regressor that shrinks towards the training mean at low S/N (every learned model does), or the "
+    "box-bounded oracle fit, can score above them, so a small or negative distance to them is not an error."
+)
+NO_BAYES_TEXT = (
+    "**This cube has no Bayes reference** (`bayes_r2`, from `specscale bayes`): the gap shown is the "
+    "unbiased population bound − best, which a shrinking regressor may beat."
+)
+SIGMA_TEXT = (
+    "The study's first decision question: how far is the best learned model's RMSE (seed mean, dex) "
+    "from the theoretical sigma? √mean CRLB = √((1 − ceiling pop) Var(log g)), the root of the mean over "
+    "the test stars of the CRLB capped at the prior variance (an unbiased estimator's RMS floor); the "
+    "Bayes RMSE is that of the posterior mean (the shrinkage-aware floor). A ratio near 1 means the model "
+    "extracts what the data allow; below 1 against the CRLB is possible (shrinkage), not against Bayes."
+)
+WINDOW_TEXT = (
+    "A variant restricted to a wavelength window has its own references, computed from the window's "
+    "pixels alone on the same test stars and noise: the unbiased (CRLB) population bound and the Bayes "
+    "reference. *Window / full* compares them with the full spectrum's, so a window hypothesis reads as "
+    "information lost by the window (reference: window < full) versus information the model fails to "
+    "extract (gap on window). Best: seed-mean R² at the model's largest size in the cell."
+)
+DECISION_TEXT = (
+    "Each hypothesis (config section `hypotheses`) compares two entries of the model axis on the same "
+    "test stars with the same noise, per (noise, mag, n_train): difference = variant − base (relative: in "
+    "% of |base|) of the seed-mean metric, with a paired bootstrap interval over test stars and seeds. "
+    "*Supported* when the whole interval satisfies the threshold, *rejected* when none of it does, "
+    "*inconclusive* when it straddles it. With 2–4 seeds the seed part of the interval is too narrow "
+    "(bootstrap of few values): read those verdicts with the seed counts."
+)
+PROVENANCE_TEXT = (
+    "The full sweep configuration is stored JSON-encoded in the cube's `config` attribute; "
+    "each cell's provenance (code version, config hash, dataset id, seed, device) in its "
+    "`cell_record` variable."
+)
+
+
 def render_report(ds: xr.Dataset, plots_rel: str | None, cube_name: str = "cube.nc") -> str:
     """The report text; ``plots_rel`` is the figures folder relative to the report (None: no figures)."""
-    config = json_attr(ds, "config", {}) or {}
+    lines = _overview(ds, cube_name)
+    lines += ["", "## Headline numbers per cell", "", HEADLINE_TEXT, "", *headline_table(ds), "", BOUNDS_TEXT]
+    if "bayes_r2" not in ds:
+        lines += ["", NO_BAYES_TEXT]
+    lines += ["", "## Error against the theoretical sigma", "", SIGMA_TEXT, "", *sigma_table(ds)]
+    lines += _section("What a window carries", WINDOW_TEXT, window_table(ds))
+    lines += _section("Decision table", DECISION_TEXT, decision_table(ds))
+    if plots_rel is not None:
+        lines += ["", "## Figures"]
+        for name, figure in FIGURES.items():
+            lines += [
+                "",
+                f"### {figure.title}",
+                "",
+                f"![{figure.title}]({plots_rel}/{name}.png)",
+                "",
+                f"{figure.caption} [PDF]({plots_rel}/{name}.pdf)",
+            ]
+    if json_attr(ds, "config", {}):
+        lines += ["", "## Provenance", "", PROVENANCE_TEXT]
+    return "\n".join(lines) + "\n"
+
+
+def _overview(ds: xr.Dataset, cube_name: str) -> list[str]:
+    """The report's title and what the cube holds: its size, code, dataset, config hash and axes."""
     sizes = " × ".join(f"{ds.sizes[d]} {d}" for d in DIMS)
-    bayes = "bayes_r2" in ds
-    lines = [
+    return [
         "# specscale sweep report",
         "",
         f"Scaling cube `{cube_name}`: {int(ds['done'].sum())} cells run of {int(np.prod([ds.sizes[d] for d in DIMS]))} "
@@ -229,92 +303,12 @@ def render_report(ds: xr.Dataset, plots_rel: str | None, cube_name: str = "cube.
         + (f" (references: {', '.join(reference_models(ds))})" if reference_models(ds) else ""),
         f"- training sizes: {', '.join(str(v) for v in ds.n_train.values.tolist())}; "
         f"seeds: {', '.join(str(v) for v in ds.seed.values.tolist())}",
-        "",
-        "## Headline numbers per cell",
-        "",
-        "Test R² of log g: seed mean at each model's largest training size in the cell, ± the error of that "
-        f"mean (std over seeds / √(k − 1); with one seed {DAGGER} the test-sampling approximation "
-        "√(2/n) (1 − R²)). *Best* is the best learned model (references such as the oracle, a likelihood fit with "
-        "the true forward model, are not contenders). *Gap* = Bayes reference − best, ± √(Bayes error² + "
-        "best error²): the Bayes posterior mean with the true forward model and prior is what no estimator "
-        "beats on average, so this is the information the models leave on the table.",
-        "",
-        *headline_table(ds),
-        "",
-        "Unbiased bounds (Fisher information / Cramér–Rao bound, same observing conditions as the cell): "
-        "*pop* = 1 − mean(CRLB)/Var(log g) over the stars; *median* = median over stars of the "
-        "per-star R²max (the study's definition, optimistic). They bound *unbiased* estimators only: a "
-        "regressor that shrinks towards the training mean at low S/N (every learned model does), or the "
-        "box-bounded oracle fit, can score above them, so a small or negative distance to them is not an error.",
     ]
-    if not bayes:
-        lines += [
-            "",
-            "**This cube has no Bayes reference** (`bayes_r2`, from `specscale bayes`): the gap shown is the "
-            "unbiased population bound − best, the old definition, which a shrinking regressor may beat.",
-        ]
-    lines += [
-        "",
-        "## Error against the theoretical sigma",
-        "",
-        "The study's first decision question: how far is the best learned model's RMSE (seed mean, dex) "
-        "from the theoretical sigma? √mean CRLB = √((1 − ceiling pop) Var(log g)), the root of the mean over "
-        "the test stars of the CRLB capped at the prior variance (an unbiased estimator's RMS floor); the "
-        "Bayes RMSE is that of the posterior mean (the shrinkage-aware floor). A ratio near 1 means the model "
-        "extracts what the data allow; below 1 against the CRLB is possible (shrinkage), not against Bayes.",
-        "",
-        *sigma_table(ds),
-    ]
-    windows = window_table(ds)
-    if windows:
-        lines += [
-            "",
-            "## What a window carries",
-            "",
-            "A variant restricted to a wavelength window has its own references, computed from the window's "
-            "pixels alone on the same test stars and noise: the unbiased (CRLB) population bound and the Bayes "
-            "reference. *Window / full* compares them with the full spectrum's, so a window hypothesis reads as "
-            "information lost by the window (reference: window < full) versus information the model fails to "
-            "extract (gap on window). Best: seed-mean R² at the model's largest size in the cell.",
-            "",
-            *windows,
-        ]
-    decisions = decision_table(ds)
-    if decisions:
-        lines += [
-            "",
-            "## Decision table",
-            "",
-            "Each hypothesis (config section `hypotheses`) compares two entries of the model axis on the same "
-            "test stars with the same noise, per (noise, mag, n_train): difference = variant − base (relative: in "
-            "% of |base|) of the seed-mean metric, with a paired bootstrap interval over test stars and seeds. "
-            "*Supported* when the whole interval satisfies the threshold, *rejected* when none of it does, "
-            "*inconclusive* when it straddles it. With 2–4 seeds the seed part of the interval is too narrow "
-            "(bootstrap of few values): read those verdicts with the seed counts.",
-            "",
-            *decisions,
-        ]
-    if plots_rel is not None:
-        lines += ["", "## Figures"]
-        for name, (title, caption) in FIGURES.items():
-            lines += [
-                "",
-                f"### {title}",
-                "",
-                f"![{title}]({plots_rel}/{name}.png)",
-                "",
-                f"{caption} [PDF]({plots_rel}/{name}.pdf)",
-            ]
-    if config:
-        lines += [
-            "",
-            "## Provenance",
-            "",
-            "The full sweep configuration is stored JSON-encoded in the cube's `config` attribute; "
-            "each cell's provenance (code version, config hash, dataset id, seed, device) in its "
-            "`cell_record` variable.",
-        ]
-    return "\n".join(lines) + "\n"
+
+
+def _section(title: str, text: str, table: list[str]) -> list[str]:
+    """A section with its text and table; nothing when the table is empty."""
+    return ["", f"## {title}", "", text, "", *table] if table else []
 
 
 def write_report(ds: xr.Dataset, out, plots=None, cube_path=None) -> Path:

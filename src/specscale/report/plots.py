@@ -11,9 +11,7 @@
   reference and the unbiased bound per bin where the cube has them.
 - decisions: the hypotheses' paired differences (hyp_* variables) against training size.
 - information: log g Fisher information per wavelength chunk and the loss when a chunk is
-  removed, with the strong lines marked. Its data are not in the cube as collected today: a chunk
-  netCDF file (``plot_all(information=PATH)``, ``specscale plot --information PATH``) or, if a cube
-  carries them, its variables on a ``chunk`` dim; layout in :func:`information_data`.
+  removed, with the strong lines marked (:mod:`specscale.report.information`).
 
 A figure with nothing to draw (no hypotheses, no chunk file) is a placeholder panel saying why, so
 every figure of FIGURES exists for the workflow.
@@ -33,125 +31,35 @@ import xarray as xr
 from specscale.core.files import atomic_write
 from specscale.core.vocab import MagRange
 from specscale.report.figures import FIGURES
-from specscale.sim.instrument import air_to_vacuum
-from specscale.sim.linelist import STRONG_LINES
-from specscale.sweep.cube import endpoints, headline, reference_models
+from specscale.report.information import information_figure
+from specscale.report.panels import (
+    BAYES,
+    REFERENCE_STYLE,
+    UNBIASED,
+    count_label,
+    legend,
+    model_colors,
+    panel_grid,
+    placeholder,
+    reference_lines,
+    window_reference_lines,
+)
+from specscale.report.queries import endpoints, headline, reference_models
 from specscale.sweep.hypotheses import INCONCLUSIVE, REJECTED, SUPPORTED, hypotheses_of
 
-REFERENCE_STYLE = dict(ls="-.", lw=1.2, color="k")
-BAYES = "Bayes reference (± error)"
-UNBIASED = "unbiased bound"
-# the strong log g lines the information figure marks: (species, air wavelength A) of STRONG_LINES
-MARKED_SPECIES = ("Ca II", "Na I", "Mg I")
-MARKED_LINES = tuple((species, air) for species, air, *_ in STRONG_LINES if species in MARKED_SPECIES)
-# names the information figure reads in a chunk file (first present), on its dim "chunk"
-INFO_NAMES = ("info_logg", "information", "fisher_info", "info")
-LOSS_NAMES = ("loss_logg", "removal_loss", "info_loss", "loss")
 
-
-def model_colors(models) -> dict[str, tuple]:
-    """One fixed colour per model, by its place on the cube's model axis."""
-    cmap = plt.get_cmap("tab10")
-    return {m: cmap(i % 10) for i, m in enumerate(models)}
-
-
-def _panel_grid(n_rows: int, n_cols: int, size=(3.4, 2.8), **kw):
-    fig, axes = plt.subplots(
-        n_rows,
-        n_cols,
-        figsize=(size[0] * n_cols + 1.0, size[1] * n_rows + 0.8),
-        squeeze=False,
-        constrained_layout=True,
-        **kw,
-    )
-    return fig, axes
-
-
-def _value(ds: xr.Dataset, name: str, **at) -> float:
-    return float(ds[name].sel(at)) if name in ds else float("nan")
-
-
-def _legend(fig, axes) -> None:
-    handles, labels = {}, []
-    for ax in axes.flat:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            if lab not in handles:
-                handles[lab] = h
-                labels.append(lab)
-    if handles:
-        fig.legend(
-            [handles[lab] for lab in labels],
-            labels,
-            loc="outside lower center",
-            ncols=min(len(labels), 4),
-            fontsize="small",
-            frameon=False,
-        )
-
-
-def _count(n: int) -> str:
-    """1000 -> "1k", 1000000 -> "1M"."""
-    for div, unit in ((1_000_000, "M"), (1_000, "k")):
-        if n >= div:
-            return f"{n / div:g}{unit}"
-    return str(n)
-
-
-def _reference_lines(ax, ds: xr.Dataset, noise, mag) -> None:
-    """The Bayes reference (black line, band: +- its error) as the ceiling, and the unbiased
-    bounds (population solid, median dotted, band between them): lighter where the Bayes
-    reference is drawn, the ceiling themselves in a cube without it."""
-    bayes, err = _value(ds, "bayes_r2", noise=noise, mag=mag), _value(ds, "bayes_r2_err", noise=noise, mag=mag)
-    pop, median = _value(ds, "ceiling_pop", noise=noise, mag=mag), _value(ds, "ceiling_median", noise=noise, mag=mag)
-    light = "bayes_r2" in ds
-    grey, alpha = ("0.65", 0.12) if light else ("0.35", 0.25)
-    if np.isfinite(pop) and np.isfinite(median):
-        ax.axhspan(
-            min(pop, median), max(pop, median), color="0.6", alpha=alpha, lw=0, label=UNBIASED + " population..median"
-        )
-    if np.isfinite(pop):
-        ax.axhline(pop, color=grey, lw=1.0 if light else 1.2, label=UNBIASED + " (population)")
-    if np.isfinite(median):
-        ax.axhline(median, color=grey, lw=1.0 if light else 1.2, ls=":", label=UNBIASED + " (median)")
-    if np.isfinite(bayes):
-        if np.isfinite(err):
-            ax.axhspan(bayes - err, bayes + err, color="k", alpha=0.15, lw=0)
-        ax.axhline(bayes, color="k", lw=1.6, label=BAYES)
-
-
-def _window_reference_lines(ax, ds: xr.Dataset, noise, mag, colors) -> None:
-    """Each window's own Bayes reference in the cell (dashed, the colour of its first model): the
-    ceiling of the variants that see only that window."""
-    if "window_bayes_r2" not in ds:
-        return
-    for window in ds.window.values.tolist():
-        value = float(ds.window_bayes_r2.sel(window=window, noise=noise, mag=mag))
-        models = [m for m, w in zip(ds.model.values.tolist(), ds.model_window.values.tolist()) if w == window]
-        if np.isfinite(value) and models:
-            ax.axhline(value, color=colors[models[0]], lw=1.2, ls="--", label=f"Bayes reference, {window} only")
-
-
-def _placeholder(text: str, size=(6.0, 2.4)):
-    """A figure that says why there is nothing to draw (so every figure of FIGURES exists)."""
-    fig, ax = plt.subplots(figsize=size, constrained_layout=True)
-    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, fontsize="medium", color="0.3")
-    ax.set_axis_off()
-    return fig
-
-
-# ---------------------------------------------------------------------------------------- figures
 def scaling_figure(ds: xr.Dataset):
     """R^2 vs n_train, one panel per (noise, mag), with the Bayes reference and the unbiased bounds."""
     refs = set(reference_models(ds))
     colors = model_colors(ds.model.values.tolist())
-    fig, axes = _panel_grid(ds.sizes["noise"], ds.sizes["mag"], sharex=True, sharey=True)
+    fig, axes = panel_grid(ds.sizes["noise"], ds.sizes["mag"], sharex=True, sharey=True)
     sizes = ds.n_train.values
     for i, noise in enumerate(ds.noise.values.tolist()):
         for j, mag in enumerate(ds.mag.values.tolist()):
             ax = axes[i, j]
             cell = ds.sel(noise=noise, mag=mag)
-            _reference_lines(ax, ds, noise, mag)
-            _window_reference_lines(ax, ds, noise, mag, colors)
+            reference_lines(ax, ds, noise, mag)
+            window_reference_lines(ax, ds, noise, mag, colors)
             for model in ds.model.values.tolist():
                 r2 = cell.r2.sel(model=model)
                 has = cell.done.sel(model=model).any("seed").values
@@ -172,7 +80,7 @@ def scaling_figure(ds: xr.Dataset):
                         lw=0,
                     )
             ax.set_xscale("log")
-            ax.set_xticks(sizes, [_count(n) for n in sizes], fontsize="small")
+            ax.set_xticks(sizes, [count_label(n) for n in sizes], fontsize="small")
             ax.minorticks_off()
             ax.set_title(f"noise {noise:g}, mag {mag}", fontsize="medium")
             ax.grid(alpha=0.3, which="both")
@@ -181,7 +89,7 @@ def scaling_figure(ds: xr.Dataset):
             if i == ds.sizes["noise"] - 1:
                 ax.set_xlabel("training spectra")
     ax.set_ylim(top=1.0)
-    _legend(fig, axes)
+    legend(fig, axes)
     return fig
 
 
@@ -191,7 +99,7 @@ def ceiling_curves_figure(ds: xr.Dataset):
     noises = ds.curve_noise.values.tolist() if has_curves else ds.noise.values.tolist()
     colors = model_colors(ds.model.values.tolist())
     rows = headline(ds)
-    fig, axes = _panel_grid(1, len(noises), sharey=True)
+    fig, axes = panel_grid(1, len(noises), sharey=True)
     for k, noise in enumerate(noises):
         ax = axes[0, k]
         if has_curves:
@@ -242,7 +150,7 @@ def ceiling_curves_figure(ds: xr.Dataset):
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel("R$^2$ (log g)")
     axes[0, 0].set_ylim(top=1.0)
-    _legend(fig, axes)
+    legend(fig, axes)
     return fig
 
 
@@ -287,7 +195,7 @@ def snr_bins_figure(ds: xr.Dataset):
     ticks = [f"{a:g}-{b:g}" if np.isfinite(b) else f">{a:g}" for a, b in zip(lo, hi)]
     x = np.arange(ds.sizes["snr_bin"])
     bayes = "bayes_r2_snr_bin" in ds
-    fig, axes = _panel_grid(ds.sizes["noise"], ds.sizes["mag"], sharex=True, sharey=True)
+    fig, axes = panel_grid(ds.sizes["noise"], ds.sizes["mag"], sharex=True, sharey=True)
     for i, noise in enumerate(ds.noise.values.tolist()):
         for j, mag in enumerate(ds.mag.values.tolist()):
             ax = axes[i, j]
@@ -318,7 +226,7 @@ def snr_bins_figure(ds: xr.Dataset):
                 ax.set_xticks(x, ticks, rotation=45, fontsize="x-small")
                 ax.set_xlabel("per-spectrum S/N")
     axes[0, 0].set_ylim(-0.5, 1.0)
-    _legend(fig, axes)
+    legend(fig, axes)
     return fig
 
 
@@ -334,9 +242,9 @@ def decisions_figure(ds: xr.Dataset):
     (noise, mag) cell; the decision threshold dashed; markers by verdict."""
     hyps = hypotheses_of(ds)
     if not hyps:
-        return _placeholder("no decision hypotheses in this cube\n(config section `hypotheses:`)")
+        return placeholder("no decision hypotheses in this cube\n(config section `hypotheses:`)")
     cols = min(len(hyps), 3)
-    fig, axes = _panel_grid(-(-len(hyps) // cols), cols, size=(4.0, 3.0))
+    fig, axes = panel_grid(-(-len(hyps) // cols), cols, size=(4.0, 3.0))
     cells = [(n, m) for n in ds.noise.values.tolist() for m in ds.mag.values.tolist()]
     cmap = plt.get_cmap("tab10")
     sizes = ds.n_train.values
@@ -365,7 +273,7 @@ def decisions_figure(ds: xr.Dataset):
         ax.axhline(h.threshold * scale, color="tab:red", ls="--", lw=1.2, label="decision threshold")
         ax.axhline(0.0, color="0.5", lw=0.8)
         ax.set_xscale("log")
-        ax.set_xticks(sizes, [_count(n) for n in sizes], fontsize="small")
+        ax.set_xticks(sizes, [count_label(n) for n in sizes], fontsize="small")
         ax.minorticks_off()
         ax.grid(alpha=0.3)
         ax.set_title(f"{h.name}: {h.variant} vs {h.base}\n{h.decision()}", fontsize="small")
@@ -374,92 +282,7 @@ def decisions_figure(ds: xr.Dataset):
         ax.set_xlabel("training spectra")
     for style in VERDICT_STYLE.values():  # verdict legend entries, once
         axes[0, 0].plot([], [], ls="none", ms=6, color="0.3", **style)
-    _legend(fig, axes)
-    return fig
-
-
-def _first(ds: xr.Dataset, names) -> str | None:
-    return next((n for n in names if n in ds.variables and "chunk" in ds[n].dims), None)
-
-
-def information_data(ds: xr.Dataset, path=None) -> xr.Dataset | None:
-    """The log g information per wavelength chunk: the netCDF file at ``path`` if given and
-    present, else the cube's own variables on a ``chunk`` dim, else None (nothing to draw).
-
-    Layout read (dim ``chunk``; other dims, e.g. noise and mag, give one line each):
-    ``wave_lo``, ``wave_hi`` (chunk edges, Angstrom; or ``wave``: centres), vacuum unless the
-    attribute ``wavelength_frame`` is "air"; the information, the first of ``INFO_NAMES``
-    (``info_logg``, ...; units from its attributes, e.g. dex^-2); optionally the loss when the
-    chunk is removed, the first of ``LOSS_NAMES`` (``loss_logg``, ...). A file without an
-    information variable is an error naming it."""
-    if path is not None and Path(path).is_file():
-        with xr.open_dataset(path, engine="h5netcdf") as f:
-            data = f.load()
-        if _first(data, INFO_NAMES) is None:
-            raise ValueError(f"{path}: no log g information variable on a 'chunk' dim (one of {list(INFO_NAMES)})")
-        return data
-    if "chunk" in ds.dims and _first(ds, INFO_NAMES) is not None:
-        return ds
-    return None
-
-
-def _chunk_edges(data: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    if "wave_lo" in data.variables and "wave_hi" in data.variables:
-        return np.asarray(data["wave_lo"].values, float), np.asarray(data["wave_hi"].values, float)
-    if "wave" in data.variables:
-        centre = np.asarray(data["wave"].values, float)
-        half = np.gradient(centre) / 2 if centre.size > 1 else np.ones(1)
-        return centre - half, centre + half
-    raise ValueError("information per chunk: no wavelengths (wave_lo/wave_hi or wave on dim 'chunk')")
-
-
-def information_figure(ds: xr.Dataset, path=None):
-    """Log g information per chunk and the loss when each chunk is removed, strong lines marked."""
-    data = information_data(ds, path)
-    if data is None:
-        where = f"{path} not found" if path is not None else "none given"
-        return _placeholder(f"no log g information-per-chunk file ({where})\n`specscale plot --information FILE`")
-    info_name, loss_name = _first(data, INFO_NAMES), _first(data, LOSS_NAMES)
-    lo, hi = _chunk_edges(data)
-    names = [info_name] + ([loss_name] if loss_name else [])
-    fig, axes = _panel_grid(len(names), 1, size=(9.0, 2.6), sharex=True)
-    frame = str(data.attrs.get("wavelength_frame", "vacuum"))
-    marks = [(species, air if frame == "air" else float(air_to_vacuum(air))) for species, air in MARKED_LINES]
-    for ax, name in zip(axes[:, 0], names):
-        var = data[name].transpose("chunk", ...)
-        series = var.values.reshape(var.sizes["chunk"], -1)
-        others = [d for d in var.dims if d != "chunk"]
-        labels = [None]
-        if others:  # one line per combination of the other dims, labelled with their values
-            grids = np.meshgrid(*[var[d].values for d in others], indexing="ij")
-            labels = [", ".join(f"{d} {g.ravel()[k]}" for d, g in zip(others, grids)) for k in range(series.shape[1])]
-        for k in range(min(series.shape[1], 10)):
-            ax.bar(
-                lo, series[:, k], width=hi - lo, align="edge", fill=False, lw=1.1, edgecolor=f"C{k}", label=labels[k]
-            )
-        units = var.attrs.get("units")
-        what = "information" if name == info_name else "loss when removed"
-        ax.set_ylabel(f"log g {what}" + (f" [{units}]" if units else ""), fontsize="small")
-        ax.grid(alpha=0.3)
-        for _, x in marks:
-            ax.axvline(x, color="tab:red", ls=":", lw=0.9)
-    labelled: dict[str, float] = {}
-    for species, x in marks:
-        if abs(x - labelled.get(species, -np.inf)) < 30:  # one label per close group (the Na I doublet)
-            continue
-        labelled[species] = x
-        axes[0, 0].annotate(
-            species,
-            (x, 1.0),
-            xycoords=("data", "axes fraction"),
-            rotation=90,
-            fontsize="x-small",
-            ha="right",
-            va="top",
-            color="tab:red",
-        )
-    axes[-1, 0].set_xlabel(f"wavelength ({frame}, Å)")
-    _legend(fig, axes)
+    legend(fig, axes)
     return fig
 
 
@@ -484,7 +307,7 @@ def plot_all(ds: xr.Dataset, out, formats=("png", "pdf"), information=None) -> l
     paths = []
     for name in FIGURES:
         fig = builders[name](ds)
-        fig.suptitle(FIGURES[name][0])
+        fig.suptitle(FIGURES[name].title)
         try:
             for fmt in formats:
                 path = out / f"{name}.{fmt}"

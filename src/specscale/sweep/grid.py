@@ -26,7 +26,7 @@ from typing import Any
 from specscale.ceiling.configs import FisherConfig
 from specscale.core.config import ConfigError, config_hash, from_dict, section
 from specscale.core.files import unsafe_path
-from specscale.core.vocab import MagRange
+from specscale.core.vocab import Cell, MagRange
 from specscale.data.simulate import simulation_configs
 from specscale.data.sources import open_source
 from specscale.models.registry import (
@@ -41,7 +41,8 @@ from specscale.models.registry import (
 from specscale.sim.instrument import Instrument
 from specscale.sim.windows import window_label, window_pixels
 from specscale.sweep.cell import TRACKED
-from specscale.sweep.cube import DEFAULT_REFERENCES, Cell, WindowReferences, collect, mag_order
+from specscale.sweep.cube import DEFAULT_REFERENCES, collect
+from specscale.sweep.cube_references import WindowReferences
 from specscale.sweep.hypotheses import check_hypotheses
 from specscale.sweep.tracking import WandbConfig
 
@@ -392,7 +393,9 @@ class Sweep:
     def ceiling_cells(self) -> list[tuple[str, str]]:
         """(noise, mag) cells with a Fisher ceiling, canonical strings: those the models run at,
         by noise then magnitude."""
-        return sorted({(c["noise"], c["mag"]) for c in self.cells}, key=lambda nm: (float(nm[0]), mag_order(nm[1])))
+        return sorted(
+            {(c["noise"], c["mag"]) for c in self.cells}, key=lambda nm: (float(nm[0]), MagRange.parse(nm[1]))
+        )
 
     @cached_property
     def information_cell(self) -> tuple[str, str]:
@@ -437,7 +440,7 @@ class Sweep:
         order = {w: i for i, w in enumerate(self.windows)}
         return sorted(
             (c for c in cells if c[0] != "full"),
-            key=lambda c: (order[c[0]], float(c[1]), mag_order(c[2])),
+            key=lambda c: (order[c[0]], float(c[1]), MagRange.parse(c[2])),
         )
 
     @property
@@ -452,7 +455,7 @@ class Sweep:
         the cells take, sorted (noise as floats, mag by magnitude), models in grid order."""
         return {
             "noise": sorted({float(c["noise"]) for c in self.cells}),
-            "mag": sorted({c["mag"] for c in self.cells}, key=mag_order),
+            "mag": sorted({c["mag"] for c in self.cells}, key=MagRange.parse),
             "model": [m for m in self.config["grid"]["model"] if any(c["model"] == m for c in self.cells)],
             "n_train": sorted({c["n_train"] for c in self.cells}),
             "seed": sorted({c["seed"] for c in self.cells}),
@@ -478,9 +481,11 @@ class Sweep:
         """What the config file ``results/configs/<name>.yaml`` holds: ``data/<dataset>`` the
         simulate sections, ``model/<model>`` its ``models.<model>`` (and the ``wandb`` section for
         the tracked models), for a variant ``variants.<variant>`` and its base's ``models.<base>``,
-        ``fisher`` the fisher section."""
+        ``fisher`` the fisher section, ``sweep`` the whole config (``specscale collect``)."""
         if name == "fisher":
             return {"fisher": section(self.config, "fisher")}
+        if name == "sweep":
+            return json.loads(json.dumps(self.config, default=str))
         kind, key = name.split("/", 1)
         if kind == "data":
             return self.simulation_sections(key)

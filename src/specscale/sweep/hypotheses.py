@@ -349,7 +349,8 @@ def fold_hypotheses(
     hypotheses = list(hypotheses)
     files: dict[tuple, Path] = {}
     for cell, path in cells:
-        files[(cell.noise, cell.mag, cell.model, cell.n_train, cell.seed)] = Path(path).with_name("predictions.h5")
+        key = (cell.noise, cell.mag.label(), cell.model, cell.n_train, cell.seed)
+        files[key] = Path(path).with_name("predictions.h5")
     noises, mags = ds.noise.values.tolist(), ds.mag.values.tolist()
     sizes, seeds = ds.n_train.values.tolist(), ds.seed.values.tolist()
     shape = (len(hypotheses), len(noises), len(mags), len(sizes))
