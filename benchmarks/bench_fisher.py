@@ -25,10 +25,9 @@ from _common import write_section
 from specscale.ceiling.bayes import BayesConfig, bayes_reference
 from specscale.ceiling.fisher import FisherConfig, cell_ceiling, fisher_curves
 from specscale.core.provenance import code_version
-from specscale.core.vocab import MagRange
+from specscale.core.vocab import Cell
 from specscale.data.simulate import SimulationConfig, simulate
 from specscale.data.sources import open_source
-from specscale.models.base import TrainCell
 from specscale.models.oracle import OracleModel, OracleParams
 from specscale.sim.atmosphere import SyntheticAtmosphere
 
@@ -147,7 +146,7 @@ def main() -> None:
         # 3. oracle fit (default parameters: 3 starts from a 2048-draw bank, LM in float64)
         for mag in ("21.5", "19"):
             model = OracleModel(ocfg, seed=0, device=args.device)
-            t_fit, _ = timed(lambda: model.fit(source, TrainCell(1.0, MagRange.parse(mag), 16, 0), None))
+            t_fit, _ = timed(lambda: model.fit(source, Cell(1.0, mag, "oracle", 16, 0), None))
             obs = source.observed("test", np.arange(args.oracle_spectra), mag, 1.0)
             model.fit_spectra(obs.flux[:2], obs.sigma[:2])  # warm-up (CUDA kernels, caches)
             sync()

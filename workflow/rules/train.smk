@@ -1,13 +1,14 @@
 # Stage 3: one job per sweep cell: `specscale train` writes the cell's metrics.json and
 # predictions.h5 (a killed job leaves no metrics.json; a requeued ViT job resumes from its
-# checkpoint in the cell's work/ folder). The ViT models have their own rule, derived from this
-# one: GPU resources, and the cell's ceiling logged to W&B beside R^2.
+# checkpoint in the cell's work/ folder). The tracked models (the ViTs, which log the cell's
+# ceiling to W&B beside R^2) have their own rule, derived from this one: GPU resources.
 
 
 rule train:
     input:
         data=dataset_file,
         config=f"{CONFIGS}/model/{{model}}.yaml",
+        ceiling=ceiling_of_cell,
     output:
         metrics=f"{CELL}/metrics.json",
         predictions=f"{CELL}/predictions.h5",
@@ -19,7 +20,7 @@ rule train:
         model=alternatives(SWEEP.cpu_models),
     conda:
         "../envs/specscale.yaml"
-    threads: train_threads
+    threads: train_resource("threads")
     resources:
         mem_mb=scaled("train", "mem_mb"),
         runtime=scaled("train", "runtime"),
@@ -33,15 +34,12 @@ rule train:
         " > {log:q} 2>&1"
 
 
+# `use rule` replaces a rule's resources as a whole: mem_mb and runtime are those of train.
 use rule train as train_vit with:
-    input:
-        data=dataset_file,
-        config=f"{CONFIGS}/model/{{model}}.yaml",
-        ceiling=ceiling_of_cell,
     wildcard_constraints:
         model=alternatives(SWEEP.vit_models),
     resources:
         mem_mb=scaled("train", "mem_mb"),
         runtime=scaled("train", "runtime"),
-        gpu=train_gpus,
-        cpus_per_gpu=train_cpus_per_gpu,
+        gpu=train_resource("gpus"),
+        cpus_per_gpu=train_resource("cpus_per_gpu"),

@@ -65,11 +65,10 @@ from specscale.ceiling.fisher import FisherConfig, cell_ceiling, window_pixels
 from specscale.core.config import ConfigError, to_jsonable
 from specscale.core.hardware import resolve_device
 from specscale.core.provenance import provenance
-from specscale.core.vocab import LOGG, SNR_BIN_LABELS, SNR_EDGES, MagRange
+from specscale.core.vocab import LOGG, SNR_BIN_LABELS, SNR_EDGES, Cell, MagRange
 from specscale.data.simulator import prior_box, simulator_of
 from specscale.data.sources import Source
 from specscale.data.streams import seed_key
-from specscale.models.base import TrainCell
 from specscale.models.metrics import evaluate
 from specscale.models.oracle import OracleModel, OracleParams, levenberg_marquardt
 from specscale.sim.windows import window_label
@@ -690,7 +689,7 @@ def resolve_method(method: str, source: Source) -> str:
 def _per_star(source, obs, flux, sigma, mask, noise, mag, config, oracle, device):
     """The previous implementation: the oracle's multi-start fit, then posterior_moments."""
     ora = OracleModel(oracle or OracleParams(), seed=config.seed, device=device)
-    info = ora.fit(source, TrainCell(float(noise), MagRange.parse(mag), 1, config.seed), None)
+    info = ora.fit(source, Cell(noise, mag, "oracle", 1, config.seed), None)
     if mask is not None:  # the window's pixels only, for the starts, the fits and the samples
         ora.model = PixelSubset(ora.model, mask)
         ora.bank_flux = ora.bank_flux[:, torch.as_tensor(np.flatnonzero(mask), device=ora.bank_flux.device)]

@@ -44,13 +44,15 @@ import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import h5py
 import numpy as np
-import xarray as xr
 
 from specscale.core.config import ConfigError
 from specscale.models.metrics import top_snr_mask
+
+if TYPE_CHECKING:  # the cube's type only: the workflow imports this module at parse time
+    import xarray as xr
 
 METRICS = ("r2", "mae", "rmse", "bias", "r2_top20", "mae_top20", "rmse_top20", "bias_top20")
 CHANGES = ("absolute", "relative")
@@ -306,6 +308,8 @@ def paired_bootstrap(
 # ---------------------------------------------------------------------------------------- files
 def read_predictions(path: str | Path) -> dict[str, np.ndarray]:
     """rows, logg_true, logg_pred (dex) and snr of a cell's predictions.h5 (``specscale train``)."""
+    import h5py  # here: the workflow imports this module at parse time
+
     path = Path(path)
     try:
         with h5py.File(path, "r") as f:
