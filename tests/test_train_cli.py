@@ -164,7 +164,7 @@ def test_ceiling_file_must_hold_both_values(tiny_dataset, tmp_path, capsys):
 def test_sweep_agent_command_line(tiny_dataset, tmp_path, config, monkeypatch, capsys):
     """What a W&B sweep agent runs: ${args} as --NAME=VALUE overrides of models.MODEL, and
     '{run_id}' in --out from $WANDB_RUN_ID; the overrides reach the model and its config hash."""
-    from specscale.sweep.cell import parse_overrides
+    from specscale.cli.train import parse_overrides
 
     assert parse_overrides(["--lr=3e-4", "--depth=2", "--weight-decay=1e-2", "--loss=mse"]) == {
         "lr": 3e-4,

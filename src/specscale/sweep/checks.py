@@ -138,6 +138,8 @@ def check_models(config: Mapping) -> dict[str, ModelSpec]:
             continue
         try:
             specs[model] = resolve_model(model, config)
+        except VariantError as exc:  # a variant named like the model
+            raise config_error(exc.key, exc.message) from None
         except (ConfigError, ValueError) as exc:
             raise config_error(f"models.{model}", exc) from None
     return specs
