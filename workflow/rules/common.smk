@@ -108,16 +108,14 @@ def window_option(wildcards):
 
 
 def ceiling_of_cell(wildcards):
-    """The ceiling of a tracked model's cell, logged to W&B beside its R^2 (none for the other
-    models). ancient(): a recomputed ceiling does not retrain the model (the cube reads the
-    ceiling files themselves)."""
-    if not SWEEP.spec(wildcards.model).tracked:
-        return []
+    """The ceiling of a tracked model's cell (rule train_vit), logged to W&B beside its R^2.
+    ancient(): a recomputed ceiling does not retrain the model (the cube reads the ceiling
+    files themselves)."""
     return ancient(CEILING.format(**dict(wildcards)))
 
 
 def ceiling_option(wildcards, input):
-    """``--ceiling FILE`` for a job that has a ceiling (a tracked model's cell), else nothing."""
+    """``--ceiling FILE`` for a job that has a ceiling input (train_vit), else nothing."""
     ceiling = getattr(input, "ceiling", None)
     return f"--ceiling {shlex.quote(ceiling)}" if ceiling else ""
 

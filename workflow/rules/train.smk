@@ -1,14 +1,14 @@
 # Stage 3: one job per sweep cell: `specscale train` writes the cell's metrics.json and
 # predictions.h5 (a killed job leaves no metrics.json; a requeued ViT job resumes from its
 # checkpoint in the cell's work/ folder). The tracked models (the ViTs, which log the cell's
-# ceiling to W&B beside R^2) have their own rule, derived from this one: GPU resources.
+# ceiling to W&B beside R^2) have their own rule, derived from this one: GPU resources and the
+# ceiling as an input.
 
 
 rule train:
     input:
         data=dataset_file,
         config=f"{CONFIGS}/model/{{model}}.yaml",
-        ceiling=ceiling_of_cell,
     output:
         metrics=f"{CELL}/metrics.json",
         predictions=f"{CELL}/predictions.h5",
@@ -34,8 +34,14 @@ rule train:
         " > {log:q} 2>&1"
 
 
-# `use rule` replaces a rule's resources as a whole: mem_mb and runtime are those of train.
+# `use rule` replaces a rule's input and resources as a whole: data, config, mem_mb and runtime
+# are those of train. (The ceiling stays an input of this rule alone: an input function on every
+# train job costs the logg1m dry run ~7% more time.)
 use rule train as train_vit with:
+    input:
+        data=dataset_file,
+        config=f"{CONFIGS}/model/{{model}}.yaml",
+        ceiling=ceiling_of_cell,
     wildcard_constraints:
         model=alternatives(SWEEP.vit_models),
     resources:
