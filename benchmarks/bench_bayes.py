@@ -32,11 +32,10 @@ from specscale.ceiling.bayes import bayes_reference, r2_mc_error
 from specscale.ceiling.configs import BayesConfig
 from specscale.ceiling.sampler import posterior_batched
 from specscale.core.provenance import code_version
-from specscale.core.vocab import LOGG, MagRange
+from specscale.core.vocab import LOGG, Cell
 from specscale.data.simulate import SimulationConfig, simulate
 from specscale.data.simulator import prior_box, simulator_of
 from specscale.data.sources import open_source
-from specscale.models.base import TrainCell
 from specscale.models.oracle import OracleModel, OracleParams
 
 RESULTS = Path(__file__).with_name("RESULTS-ceiling.md")
@@ -61,7 +60,7 @@ def batched(source, noise, mag, n, config: BayesConfig):
 def per_star(source, noise, mag, n, n_samples: int, seed: int = 0):
     """The one-star-at-a-time baseline (_per_star.py): the oracle's 3-start fit, then posterior_moments."""
     ora = OracleModel(OracleParams(), seed=0)
-    ora.fit(source, TrainCell(noise, MagRange.parse(mag), 1, 0), None)
+    ora.fit(source, Cell(noise, mag, "oracle", 1, 0), None)
     obs = source.observed("test", np.arange(n), mag, noise)
     fit = ora.fit_spectra(obs.flux, obs.sigma)
     box = prior_box(source)

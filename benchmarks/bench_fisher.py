@@ -26,10 +26,9 @@ from specscale.ceiling.bayes import bayes_reference
 from specscale.ceiling.configs import BayesConfig, FisherConfig
 from specscale.ceiling.fisher import cell_ceiling, fisher_curves
 from specscale.core.provenance import code_version
-from specscale.core.vocab import MagRange
+from specscale.core.vocab import Cell
 from specscale.data.simulate import SimulationConfig, simulate
 from specscale.data.sources import open_source
-from specscale.models.base import TrainCell
 from specscale.models.oracle import OracleModel, OracleParams
 from specscale.sim.atmosphere import SyntheticAtmosphere
 
@@ -122,7 +121,7 @@ def time_oracle(source, args, sync) -> list:
     rows = []
     for mag in ("21.5", "19"):
         model = OracleModel(OracleParams(batch=args.oracle_batch), seed=0, device=args.device)
-        t_fit, _ = timed(lambda: model.fit(source, TrainCell(1.0, MagRange.parse(mag), 16, 0), None))
+        t_fit, _ = timed(lambda: model.fit(source, Cell(1.0, mag, "oracle", 16, 0), None))
         obs = source.observed("test", np.arange(args.oracle_spectra), mag, 1.0)
         model.fit_spectra(obs.flux[:2], obs.sigma[:2])  # warm-up (CUDA kernels, caches)
         sync()

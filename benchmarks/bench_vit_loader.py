@@ -45,10 +45,10 @@ def main() -> None:
 
     import torch
 
+    from specscale.core.vocab import Cell
     from specscale.data.loader import MemoryBatches
     from specscale.data.simulate import SimulationConfig, simulate
     from specscale.data.sources import open_source
-    from specscale.models.base import TrainCell
     from specscale.models.registry import model_class
 
     torch.set_num_threads(args.threads)
@@ -65,7 +65,7 @@ def main() -> None:
     cls = model_class(args.model)
     params = dataclasses.replace(cls.Params(), workers=args.workers)
     model = cls(params, seed=0, device=args.device, n_threads=args.threads)
-    cell = TrainCell(noise=1.0, mag="20.5-22.5", n_train=n, seed=0)
+    cell = Cell(noise=1.0, mag="20.5-22.5", model="vit", n_train=n, seed=0)
     model.build(src, cell)
     memory = MemoryBatches(src, n, cell.mag, model.sampler, device=args.device)
 

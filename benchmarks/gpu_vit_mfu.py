@@ -74,10 +74,10 @@ def main() -> None:
     import torch
 
     from specscale.core.hardware import cpu_count
+    from specscale.core.vocab import Cell
     from specscale.data.loader import MemoryBatches
     from specscale.data.simulate import SimulationConfig, simulate
     from specscale.data.sources import open_source
-    from specscale.models.base import TrainCell
     from specscale.models.vit import ViTModel, ViTParams
 
     cuda = torch.cuda.is_available()
@@ -111,7 +111,7 @@ def main() -> None:
     sim_s = time.perf_counter() - t0
     src = open_source(data)
     n_train = min(n_train, src.n("train"))
-    cell = TrainCell(noise=1.0, mag="20.5-22.5", n_train=n_train, seed=0)
+    cell = Cell(noise=1.0, mag="20.5-22.5", model="vit", n_train=n_train, seed=0)
     model = ViTModel(params, seed=0, device=dev, n_threads=cpus)
     model.build(src, cell)
     t0 = time.perf_counter()

@@ -111,8 +111,8 @@ def test_wandb_sweep_definition_runs_specscale_train_vit():
     command = sweep["command"]
     assert command[:4] == ["${env}", "specscale", "train", "vit"] and command[-1] == "${args}"
     assert sweep["metric"]["name"].startswith("val/")  # selection on validation, never on test
-    from specscale.models.registry import model_params
+    from specscale.models.registry import resolve_model
 
     names = set(sweep["parameters"])
-    fields = set(vars(model_params("vit", {})))
+    fields = set(vars(resolve_model("vit", {}).params))
     assert names <= fields, names - fields

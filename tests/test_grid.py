@@ -23,9 +23,10 @@ from specscale.cli import main as cli_main
 from specscale.core.config import ConfigError
 from specscale.core.vocab import Cell
 from specscale.sweep.agents import AgentsConfig
+from specscale.sweep.checks import canonical
 from specscale.sweep.cube import open_cube
 from specscale.sweep.cube_records import CubeError
-from specscale.sweep.grid import Sweep, canonical, window_id
+from specscale.sweep.grid import Sweep, window_id
 from specscale.sweep.tracking import WandbConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,27 +73,22 @@ def test_default_config_cells_follow_the_per_model_axes(default):
     # the one exclusion drops ridge's n_train 2000 at noise 0.5 and 2 (both magnitude cells)
     expected = {**product, "ridge": 12 - 4}
     assert len(default.cells) == 41  # the dry run's 40 train + 1 train_vit jobs
-    assert {m: sum(c["model"] == m for c in default.cells) for m in grid["model"]} == expected
+    assert {m: sum(c.model == m for c in default.cells) for m in grid["model"]} == expected
     assert default.dataset == "lowT"
     assert (default.dataset_info.n_train, default.dataset_info.n_test) == (8000, 2000)
     # per_model: the ViT at the study's cell only (noise 1, 20.5-22.5, 8000); one oracle size
-    vit = [c for c in default.cells if c["model"] == "vit-tiny"]
-    assert [(c["noise"], c["mag"], c["n_train"]) for c in vit] == [("1", "20.5-22.5", 8000)]
-    ridge = [c for c in default.cells if c["model"] == "ridge"]
-    assert {c["n_train"] for c in ridge if c["noise"] == "1"} == {2000, 8000}
-    assert {c["n_train"] for c in ridge if c["noise"] != "1"} == {8000}
-    assert {c["n_train"] for c in default.cells if c["model"] == "oracle"} == {8000}
-    assert {c["n_train"] for c in default.cells if c["model"] == "lightgbm"} == {1000, 4000, 8000}
-    # cells in canonical form, model by model in grid order
-    assert default.cells[0] == {
-        "dataset": "lowT",
-        "model": "ridge",
-        "noise": "0.5",
-        "mag": "21.5",
-        "n_train": 8000,
-        "seed": 0,
-    }
-    assert list(dict.fromkeys(c["model"] for c in default.cells)) == grid["model"]
+    vit = [c for c in default.cells if c.model == "vit-tiny"]
+    assert [(c.noise, c.mag.label(), c.n_train) for c in vit] == [(1.0, "20.5-22.5", 8000)]
+    ridge = [c for c in default.cells if c.model == "ridge"]
+    assert {c.n_train for c in ridge if c.noise == 1} == {2000, 8000}
+    assert {c.n_train for c in ridge if c.noise != 1} == {8000}
+    assert {c.n_train for c in default.cells if c.model == "oracle"} == {8000}
+    assert {c.n_train for c in default.cells if c.model == "lightgbm"} == {1000, 4000, 8000}
+    # cells model by model in grid order; their path form is canonical
+    assert default.cells[0] == Cell(noise=0.5, mag="21.5", model="ridge", n_train=8000, seed=0)
+    assert default.cells[0].wildcards() == {"model": "ridge", "noise": "0.5", "mag": "21.5", "n_train": 8000, "seed": 0}
+    assert default.dataset == "lowT"
+    assert list(dict.fromkeys(c.model for c in default.cells)) == grid["model"]
     assert default.vit_models == ("vit-tiny",)
     assert default.cpu_models == ("ridge", "lightgbm", "oracle", "ridge-ca", "lightgbm-ca", "lightgbm-err")
 
@@ -178,10 +174,10 @@ def small(**grid) -> dict:
 
 def test_per_model_replaces_an_axis_for_one_model_only():
     sweep = Sweep.from_config(resolved(small(per_model={"lightgbm": {"n_train": [1000], "seed": [0], "mag": [21]}})))
-    ridge = [c for c in sweep.cells if c["model"] == "ridge"]
-    gbm = [c for c in sweep.cells if c["model"] == "lightgbm"]
+    ridge = [c for c in sweep.cells if c.model == "ridge"]
+    gbm = [c for c in sweep.cells if c.model == "lightgbm"]
     assert len(ridge) == 2 * 2 * 2 * 2 and len(gbm) == 2 * 1 * 1 * 1
-    assert {(c["mag"], c["n_train"], c["seed"]) for c in gbm} == {("21", 1000, 0)}
+    assert {(c.mag.label(), c.n_train, c.seed) for c in gbm} == {("21", 1000, 0)}
     # the cube spans every value some model takes; the ceilings every (noise, mag) some model runs at
     assert sweep.cube_axes["mag"] == ["21", "21.5", "22"] and sweep.cube_axes["n_train"] == [200, 400, 1000]
     assert sweep.ceiling_cells == [(n, m) for n in ("0.5", "1") for m in ("21", "21.5", "22")]
@@ -191,7 +187,7 @@ def test_exclusions_remove_matching_cells_in_canonical_form():
     # values match in canonical form (mag 22 = "22.0", noise 1 = 1.0); a list matches any of its values
     exclude = [{"model": "lightgbm", "mag": "22.0"}, {"noise": 1, "seed": [1], "n_train": 400}]
     sweep = Sweep.from_config(resolved(small(), lambda c: c.update(exclude=exclude)))
-    cells = {(c["model"], c["noise"], c["mag"], c["n_train"], c["seed"]) for c in sweep.cells}
+    cells = {tuple(c.wildcards().values()) for c in sweep.cells}
     assert len(cells) == 32 - 8 - 4 + 1  # the two rules share one cell (lightgbm, 1, 22, 400, 1)
     assert not any(m == "lightgbm" and mag == "22" for m, _, mag, _, _ in cells)
     assert ("ridge", "1", "22", 400, 1) not in cells and ("ridge", "1", "22", 400, 0) in cells
@@ -208,7 +204,6 @@ def test_a_file_dataset_is_checked_against_its_file(tiny_dataset):
     config["datasets"] = {"study": {"source": "file", "path": str(tiny_dataset)}}
     sweep = Sweep.from_config(resolved(config))
     assert sweep.dataset == "study" and (sweep.dataset_info.n_train, sweep.dataset_info.n_test) == (300, 100)
-    assert {c["dataset"] for c in sweep.cells} == {"study"}
     with pytest.raises(ConfigError, match=r"config error at grid\.n_train\[0\]: 400 exceeds the 300 training stars"):
         Sweep.from_config(resolved(config, lambda c: c["grid"].update(n_train=[400])))
     with pytest.raises(ConfigError, match=r"config error at grid\.mag\[0\]: '27': magnitude cell .* outside the data"):
@@ -467,8 +462,8 @@ def test_safe_paths_are_accepted_and_absolute_ones_only_outside_results():
 def _fake_results(root: Path, sweep: Sweep) -> None:
     """metrics.json of every cell, the ceilings and the curves, at the workflow's paths."""
     for c in sweep.cells:
-        record = metrics_record(Cell(float(c["noise"]), c["mag"], c["model"], c["n_train"], c["seed"]))
-        path = root / METRICS.format(**c)
+        record = metrics_record(c)
+        path = root / METRICS.format(dataset=sweep.dataset, **c.wildcards())
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record))
     for noise, mag in sweep.ceiling_cells:
@@ -521,7 +516,7 @@ def test_collect_builds_the_cube_of_the_sweep(tmp_path, capsys):
     assert cube.attrs["config"] == ds.attrs["config"]  # the config file gives back the config
     assert not list(tmp_path.glob("*.tmp-*"))
     # a missing cell: one line naming the file, no cube
-    Path(tmp_path / METRICS.format(**sweep.cells[0])).unlink()
+    Path(tmp_path / METRICS.format(dataset=sweep.dataset, **sweep.cells[0].wildcards())).unlink()
     out.unlink()
     assert cli_main(argv) == 2
     assert "metrics file not found" in capsys.readouterr().err and not out.exists()

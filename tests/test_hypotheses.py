@@ -260,8 +260,8 @@ def test_sweep_collect_puts_the_decision_table_in_the_report(tmp_path):
     )
     sweep = Sweep.from_config(config)
     for c in sweep.cells:
-        cell = Cell(float(c["noise"]), c["mag"], c["model"], c["n_train"], c["seed"])
-        write_paired_cell(tmp_path / "cells" / c["dataset"], cell)
+        cell = Cell(c.noise, c.mag.label(), c.model, c.n_train, c.seed)
+        write_paired_cell(tmp_path / "cells" / sweep.dataset, cell)
     for noise, mag in sweep.ceiling_cells:
         write_ceiling(tmp_path / "ceiling" / sweep.dataset / f"noise{noise}_mag{mag}.nc", float(noise), mag)
     curves = write_curves(tmp_path / "curves.nc", [float(n) for n in sweep.curve_noise], [21.0, 22.0])
@@ -272,8 +272,8 @@ def test_sweep_collect_puts_the_decision_table_in_the_report(tmp_path):
     )
     assert list(ds.hypothesis.values) == ["gbm_mae", "gbm_r2"]
     evaluated = int((ds.hyp_verdict != NOT_EVALUATED).sum())
-    common = {(c["noise"], c["mag"], c["n_train"]) for c in sweep.cells if c["model"] == "ridge"}
-    common &= {(c["noise"], c["mag"], c["n_train"]) for c in sweep.cells if c["model"] == "lightgbm"}
+    common = {(c.noise, c.mag, c.n_train) for c in sweep.cells if c.model == "ridge"}
+    common &= {(c.noise, c.mag, c.n_train) for c in sweep.cells if c.model == "lightgbm"}
     assert evaluated == 2 * len(common)
     text = render_report(ds, "plots")
     assert "## Decision table" in text

@@ -9,13 +9,12 @@ from specscale.ceiling.bounds import fisher_matrix, marginal_crlb, sigma_unit
 from specscale.ceiling.configs import FisherConfig
 from specscale.ceiling.jacobians import SimulatorJacobian
 from specscale.core.config import ConfigError, from_dict
-from specscale.core.vocab import MagRange
+from specscale.core.vocab import Cell
 from specscale.data.simulate import SimulationConfig, simulate
 from specscale.data.simulator import prior_box
 from specscale.data.sources import DataError, open_source
-from specscale.models.base import TrainCell
 from specscale.models.oracle import OracleModel, OracleParams
-from specscale.models.registry import build_model, model_class
+from specscale.models.registry import model_class, resolve_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -29,14 +28,14 @@ def source(tmp_path_factory):
 
 def _fitted(source, mag="21.5", noise=1.0, **params):
     model = OracleModel(OracleParams(**params), seed=0)
-    model.fit(source, TrainCell(noise, MagRange.parse(mag), 1, 0), None)
+    model.fit(source, Cell(noise, mag, "oracle", 1, 0), None)
     return model
 
 
 def test_registered_and_strict_params():
     assert model_class("oracle") is OracleModel
     with pytest.raises(ConfigError, match=r"models\.oracle\.n_start"):
-        build_model("oracle", {"models": {"oracle": {"n_start": 2}}}, seed=0)
+        resolve_model("oracle", {"models": {"oracle": {"n_start": 2}}})
     with pytest.raises(ConfigError, match="n_starts"):
         from_dict(OracleParams, {"n_starts": 0}, "models.oracle")
 
@@ -81,9 +80,9 @@ def test_finds_the_global_maximum_inside_the_box(source):
 
 
 def test_model_interface_and_exact_spectra(source):
-    model = build_model("oracle", {"models": {"oracle": {"n_starts": 2, "bank_size": 512}}}, seed=1)
-    model.check(source, TrainCell(0.0, MagRange.parse("20.5-22.5"), 5, 1))
-    info = model.fit(source, TrainCell(0.0, MagRange.parse("20.5-22.5"), 5, 1), None)
+    model = resolve_model("oracle", {"models": {"oracle": {"n_starts": 2, "bank_size": 512}}}).build(seed=1)
+    model.check(source, Cell(0.0, "20.5-22.5", "oracle", 5, 1))
+    info = model.fit(source, Cell(0.0, "20.5-22.5", "oracle", 5, 1), None)
     assert info["bank_size"] == 512 and info["n_starts"] == 2
     obs = source.observed("test", np.arange(6), "20.5-22.5", 0.0)  # noise level 0: exact spectra
     pred = model.predict(obs)
@@ -97,4 +96,4 @@ def test_predict_before_fit_and_foreign_source_fail_clearly(source, tmp_path):
     src = open_source(source.path)
     del src.config["atmosphere"]
     with pytest.raises(DataError, match="no simulator"):
-        OracleModel().check(src, TrainCell(1.0, MagRange.parse("21"), 1, 0))
+        OracleModel().check(src, Cell(1.0, "21", "oracle", 1, 0))

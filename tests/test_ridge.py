@@ -11,12 +11,12 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from specscale.core.config import ConfigError, from_dict
+from specscale.core.vocab import Cell
 from specscale.data.sources import open_source
-from specscale.models.base import TrainCell
 from specscale.models.metrics import r2_score
 from specscale.models.ridge import RidgeAccumulator, RidgeModel, RidgeParams
 
-CELL = TrainCell(noise=1.0, mag="20.5-22.5", n_train=250, seed=3)
+CELL = Cell(noise=1.0, mag="20.5-22.5", model="ridge", n_train=250, seed=3)
 ALPHAS = [1e-2, 1.0, 1e2, 1e4, 1e7]
 
 

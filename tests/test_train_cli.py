@@ -164,7 +164,7 @@ def test_ceiling_file_must_hold_both_values(tiny_dataset, tmp_path, capsys):
 def test_sweep_agent_command_line(tiny_dataset, tmp_path, config, monkeypatch, capsys):
     """What a W&B sweep agent runs: ${args} as --NAME=VALUE overrides of models.MODEL, and
     '{run_id}' in --out from $WANDB_RUN_ID; the overrides reach the model and its config hash."""
-    from specscale.sweep.cell import parse_overrides
+    from specscale.cli.train import parse_overrides
 
     assert parse_overrides(["--lr=3e-4", "--depth=2", "--weight-decay=1e-2", "--loss=mse"]) == {
         "lr": 3e-4,
@@ -193,11 +193,11 @@ def test_sweep_agent_command_line(tiny_dataset, tmp_path, config, monkeypatch, c
     assert m["params"]["width"] == 8 and m["params"]["lr"] == 1e-3 and m["params"]["depth"] == 1  # file value kept
     assert m["model_info"]["epochs"] == 1
     # every parameter the shipped sweep definition varies is a field of models.vit
-    from specscale.models.registry import model_params
+    from specscale.models.registry import resolve_model
 
     sweep = yaml.safe_load((Path(__file__).parents[1] / "config" / "wandb_sweep.yaml").read_text())
     values = {k: (v["values"][0] if "values" in v else v["min"]) for k, v in sweep["parameters"].items()}
-    assert model_params("vit", {"models": {"vit": values}}).depth == values["depth"]
+    assert resolve_model("vit", {"models": {"vit": values}}).params.depth == values["depth"]
     assert "{run_id}" in " ".join(sweep["command"]) and "${args}" in sweep["command"]
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from dataclasses import replace
 
 import h5py
 import numpy as np
@@ -32,7 +33,7 @@ from specscale.models.features import (
     continuum,
 )
 from specscale.models.metrics import calibration, evaluate
-from specscale.models.registry import build_model, resolve_model
+from specscale.models.registry import resolve_model
 from specscale.sim.windows import window_mask, window_pixels
 from specscale.sweep.cell import CellRequest, run_cell
 from specscale.sweep.cube import collect
@@ -169,7 +170,7 @@ def test_variants_are_values_of_the_model_axis():
     }
     sweep = Sweep.from_config(sweep_config(variants, per_model={"vit-nll": {"n_train": [400]}}))
     assert sweep.cube_axes["model"] == ["ridge", "lightgbm", "vit-tiny", "ridge-ca", "vit-nll"]
-    assert {c["n_train"] for c in sweep.cells if c["model"] == "vit-nll"} == {400}
+    assert {c.n_train for c in sweep.cells if c.model == "vit-nll"} == {400}
     assert sweep.vit_models == ("vit-tiny", "vit-nll") and sweep.cpu_models == ("ridge", "lightgbm", "ridge-ca")
     # the generated config of a variant carries its definition and its base's section
     assert sweep.config_sections("model/ridge-ca") == {
@@ -183,23 +184,25 @@ def test_variants_are_values_of_the_model_axis():
     # provenance: the definitions sit in the cube's attributes
     assert sweep.cube_attrs()["variants"] == variants
     # the generated config resolves as `specscale train` reads it
-    base, params, features = resolve_model("vit-nll", vit)
-    assert (base, params.loss, params.inputs, params.max_epochs, features) == (
+    spec = resolve_model("vit-nll", vit)
+    assert (spec.base, spec.params.loss, spec.params.inputs, spec.params.max_epochs, spec.features) == (
         "vit-tiny",
         "gaussian_nll",
         "flux+error",
         1,
         None,
     )
-    base, params, features = resolve_model("ridge-ca", sweep.config_sections("model/ridge-ca"))
-    assert (base, params.n_alphas, features.window) == ("ridge", 5, "ca_triplet")
+    spec = resolve_model("ridge-ca", sweep.config_sections("model/ridge-ca"))
+    assert (spec.base, spec.params.n_alphas, spec.features.window) == ("ridge", 5, "ca_triplet")
+    assert spec.cpu_only and not spec.tracked and resolve_model("vit-nll", vit).tracked
 
 
 def test_a_sweep_without_variants_is_unchanged():
     sweep = Sweep.from_config(sweep_config({}))
     assert "variants" not in sweep.cube_attrs()
-    assert resolve_model("ridge", {})[2] is None
-    model = build_model("ridge", {}, seed=0)
+    spec = resolve_model("ridge", {})
+    assert spec.features is None and not spec.is_variant and spec.variant_info() is None
+    model = spec.build(seed=0)
     assert model.features is None and model.pipeline is None
 
 
@@ -300,9 +303,10 @@ def test_a_window_variant_sees_the_base_cells_stars_and_noise(tiny_dataset, tmp_
 
     monkeypatch.setattr(RidgeModel, "predict", spy)
     config = _config_file(tmp_path, {"ridge-ca": {"base": "ridge", "features": {"window": "ca_triplet"}}})
-    common = dict(data=str(tiny_dataset), noise=1.0, mag="21.5", n_train=300, seed=0, config=config, threads=1)
-    base = run_cell(CellRequest(model="ridge", out=str(tmp_path / "ridge"), **common))
-    variant = run_cell(CellRequest(model="ridge-ca", out=str(tmp_path / "ridge-ca"), **common))
+    common = dict(data=str(tiny_dataset), config=config, threads=1)
+    cell = Cell(noise=1.0, mag="21.5", model="ridge", n_train=300, seed=0)
+    base = run_cell(CellRequest(cell=cell, out=str(tmp_path / "ridge"), **common))
+    variant = run_cell(CellRequest(cell=replace(cell, model="ridge-ca"), out=str(tmp_path / "ridge-ca"), **common))
     with h5py.File(tmp_path / "ridge/predictions.h5") as a, h5py.File(tmp_path / "ridge-ca/predictions.h5") as b:
         for key in ("rows", "logg_true", "labels", "snr", "mag"):
             np.testing.assert_array_equal(a[key][:], b[key][:])
@@ -322,12 +326,10 @@ def test_a_window_variant_sees_the_base_cells_stars_and_noise(tiny_dataset, tmp_
 
 
 def test_a_window_variant_of_ridge_ignores_pixels_outside_its_window(tiny_dataset):
-    from specscale.models.base import TrainCell
-
     source = open_source(tiny_dataset)
     config = {"variants": {"r": {"base": "ridge", "params": {"n_alphas": 5}, "features": {"window": "mg_8807"}}}}
-    model = build_model("r", config, seed=0)
-    model.fit(source, TrainCell(noise=1.0, mag=MagRange.parse("21.5"), n_train=200, seed=0), None)
+    model = resolve_model("r", config).build(seed=0)
+    model.fit(source, Cell(noise=1.0, mag="21.5", model="r", n_train=200, seed=0), None)
     mask = window_mask(source.wave, "mg_8807")
     assert model.coef_.shape == (mask.sum(),)
     obs = source.observed("test", np.arange(50), MagRange.parse("21.5"), 1.0, None)
@@ -347,12 +349,8 @@ def test_a_gaussian_nll_vit_variant_writes_calibration_metrics(tiny_dataset, tmp
     config = _config_file(tmp_path, variants)
     result = run_cell(
         CellRequest(
-            model="vit-nll",
+            cell=Cell(noise=1.0, mag="21.5", model="vit-nll", n_train=128, seed=0),
             data=str(tiny_dataset),
-            noise=1.0,
-            mag="21.5",
-            n_train=128,
-            seed=0,
             out=str(tmp_path / "vit"),
             config=config,
             threads=1,
@@ -375,8 +373,6 @@ def test_a_gaussian_nll_vit_variant_writes_calibration_metrics(tiny_dataset, tmp
 def test_vit_sigma_is_read_off_the_log_variance_column_of_logg(tiny_dataset, one_thread):
     import torch
 
-    from specscale.models.base import TrainCell
-
     source = open_source(tiny_dataset)
     params = {"loss": "gaussian_nll", "targets": ["teff", "logg"], "depth": 1, "width": 16, "heads": 2, "mlp": 16}
     config = {
@@ -384,8 +380,8 @@ def test_vit_sigma_is_read_off_the_log_variance_column_of_logg(tiny_dataset, one
             "v": {"base": "vit-tiny", "params": {**params, "workers": 0}, "features": {"window": "ca_triplet"}}
         }
     }
-    model = build_model("v", config, seed=0)
-    model.build(source, TrainCell(noise=1.0, mag=MagRange.parse("21.5"), n_train=100, seed=0))
+    model = resolve_model("v", config).build(seed=0)
+    model.build(source, Cell(noise=1.0, mag="21.5", model="v", n_train=100, seed=0))
     try:
         assert model.net.n_tokens == model.pixels.size // 32 + 1 and model.predicts_sigma
         with torch.no_grad():  # head columns: mean teff, mean logg, log var teff, log var logg

@@ -11,11 +11,10 @@ import pytest
 import torch
 
 from specscale.core.config import ConfigError, from_dict
-from specscale.core.vocab import LOGG, MagRange
+from specscale.core.vocab import LOGG, Cell
 from specscale.data.loader import SlabBatchSampler, batch_variances, train_loader
 from specscale.data.sources import open_source
-from specscale.models.base import TrainCell
-from specscale.models.registry import model_params
+from specscale.models.registry import resolve_model
 from specscale.models.vit import (
     SpectrumViT,
     TrainingInterrupted,
@@ -42,7 +41,7 @@ SMALL = ViTParams(
     log_every=2,
     eval_batch=64,
 )
-CELL = TrainCell(noise=1.0, mag=MagRange.parse("20.5-22.5"), n_train=300, seed=11)
+CELL = Cell(noise=1.0, mag="20.5-22.5", model="vit-tiny", n_train=300, seed=11)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -117,7 +116,7 @@ def test_losses_mean_what_they_say():
 
 
 def test_vit_tiny_preset_comes_from_its_own_section():
-    p = model_params("vit-tiny", {"models": {"vit": {"depth": 12}, "vit-tiny": {"max_epochs": 2}}})
+    p = resolve_model("vit-tiny", {"models": {"vit": {"depth": 12}, "vit-tiny": {"max_epochs": 2}}}).params
     assert isinstance(p, ViTTinyParams) and p.depth == ViTTinyParams().depth and p.max_epochs == 2
 
 

@@ -1,5 +1,6 @@
 # Stage 2: the Fisher information ceiling of every (noise, mag) cell the models run at, and the
 # ceiling curves vs magnitude per noise level (the Jacobian is computed once for all of them).
+# A `use rule ... with:` states only what differs (Snakemake merges params, replaces the rest).
 
 
 rule ceiling:
@@ -66,11 +67,6 @@ use rule ceiling as ceiling_window with:
     benchmark:
         f"{BENCH}/ceiling_window/{{dataset}}/{{window}}/noise{{noise}}_mag{{mag}}.tsv"
     params:
-        stars=lambda wildcards: (
-            f"--stars {config['grid']['ceiling']['stars']}"
-            if config["grid"]["ceiling"].get("stars")
-            else ""
-        ),
         window=window_option,
 
 
@@ -142,6 +138,4 @@ use rule bayes as bayes_window with:
     benchmark:
         f"{BENCH}/bayes_window/{{dataset}}/{{window}}/noise{{noise}}_mag{{mag}}.tsv"
     params:
-        stars=SWEEP.bayes_stars,
-        samples=config["grid"]["bayes"]["samples"],
         window=window_option,

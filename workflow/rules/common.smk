@@ -1,9 +1,9 @@
 # Paths, wildcard constraints, input functions and resources of the rules. The sweep itself (the
-# checks naming the config key, the cells, the ceiling cells, the cube's axes, the generated
-# configs) is specscale.sweep.grid.Sweep, built once at parse time: a malformed config fails
-# before any job runs. No rules here; each stage has its own file.
+# checks naming the config key, the cells, the resolved models, the ceiling cells, the cube's
+# axes, the generated configs) is specscale.sweep.grid.Sweep, built once at parse time: a
+# malformed config fails before any job runs; the resources are specscale.sweep.resources, as
+# `specscale plan` reads them. No rules here; each stage has its own file.
 import json
-import math
 import os
 import re
 import shlex
@@ -12,8 +12,8 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from specscale.core.config import ConfigError
-from specscale.models.registry import base_model
 from specscale.report.figures import FIGURES
+from specscale.sweep import resources
 from specscale.sweep.grid import Sweep
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -73,17 +73,14 @@ def dataset_file(wildcards):
 
 
 def cell_path(cell, name):
-    return f"{CELL.format(**cell)}/{name}"
-
-
-def ceiling_path(cell):
-    return CEILING.format(dataset=cell["dataset"], noise=cell["noise"], mag=cell["mag"])
+    """The file ``name`` of a cell (specscale.core.vocab.Cell) of the sweep."""
+    return f"{CELL.format(dataset=SWEEP.dataset, **cell.wildcards())}/{name}"
 
 
 def ceiling_files():
     """The ceiling file of every (noise, mag) cell the models run at."""
     return [
-        ceiling_path({"dataset": SWEEP.dataset, "noise": n, "mag": m})
+        CEILING.format(dataset=SWEEP.dataset, noise=n, mag=m)
         for n, m in SWEEP.ceiling_cells
     ]
 
@@ -111,9 +108,10 @@ def window_option(wildcards):
 
 
 def ceiling_of_cell(wildcards):
-    """The ceiling of a ViT cell, logged to W&B beside its R^2. ancient(): a recomputed ceiling
-    does not retrain the model (the cube reads the ceiling files themselves)."""
-    return ancient(ceiling_path(dict(wildcards)))
+    """The ceiling of a tracked model's cell (rule train_vit), logged to W&B beside its R^2.
+    ancient(): a recomputed ceiling does not retrain the model (the cube reads the ceiling
+    files themselves)."""
+    return ancient(CEILING.format(**dict(wildcards)))
 
 
 def ceiling_option(wildcards, input):
@@ -138,38 +136,18 @@ def final_outputs():
 
 
 # ---------------------------------------------------------------- resources
-def job_spec(stage, model=None):
-    """Resources of a stage; for train those of the model (a variant: its own if
-    resources.train.<variant> exists, else its base's), else resources.train.default."""
-    res = config["resources"]
-    if stage == "train":
-        for name in (model, base_model(model, config)):
-            if name in res["train"]:
-                return res["train"][name]
-        return res["train"]["default"]
-    return res[stage]
-
-
 def scaled(stage, key):
-    """A resource (mem_mb, runtime) that grows with n_train and with the attempt:
-    (base + per_1k * n_train / 1000) * attempt."""
+    """A resource (mem_mb, runtime) of a stage's jobs that grows with n_train and the attempt."""
 
     def value(wildcards, attempt):
-        spec = job_spec(stage, getattr(wildcards, "model", None))
-        n = int(getattr(wildcards, "n_train", 0))
-        return math.ceil((spec[key] + spec[f"{key}_per_1k"] * n / 1000) * attempt)
+        spec = resources.job_spec(SWEEP, stage, getattr(wildcards, "model", None))
+        n_train = int(getattr(wildcards, "n_train", 0))
+        return resources.scaled(spec, key, n_train, attempt)
 
     return value
 
 
-def train_threads(wildcards):
-    return job_spec("train", wildcards.model)["threads"]
-
-
-def train_gpus(wildcards):
-    return job_spec("train", wildcards.model)["gpu"]
-
-
-def train_cpus_per_gpu(wildcards):
-    spec = job_spec("train", wildcards.model)
-    return spec.get("cpus_per_gpu", spec["threads"])
+def train_resource(name):
+    """A train job's resource ``name`` (threads, gpus, cpus_per_gpu) for its model."""
+    get = getattr(resources, name)
+    return lambda wildcards: get(resources.job_spec(SWEEP, "train", wildcards.model))

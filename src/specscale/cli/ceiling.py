@@ -8,6 +8,7 @@ import json
 import numpy as np
 
 from specscale.core.config import ConfigError, from_dict, load_config, section
+from specscale.sweep.sections import WORKFLOW_SECTIONS
 
 
 def register(sub) -> None:
@@ -146,11 +147,12 @@ def _setup(args):
     if args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
-    config = load_config(args.config)
+    config = load_config(args.config, also=WORKFLOW_SECTIONS)
     fisher = from_dict(FisherConfig, section(config, "fisher"), "fisher")
     obs = None
     if getattr(args, "observation", None):
-        obs = from_dict(ObservingConfig, section(load_config(args.observation), "observation"), "observation")
+        observation = section(load_config(args.observation, also=WORKFLOW_SECTIONS), "observation")
+        obs = from_dict(ObservingConfig, observation, "observation")
     return open_source(args.data, observation=obs) if obs else open_source(args.data), fisher, config
 
 
@@ -236,7 +238,7 @@ def cmd_bayes(args) -> int:
     if args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
-    config = load_config(args.config)
+    config = load_config(args.config, also=WORKFLOW_SECTIONS)
     fisher = from_dict(FisherConfig, section(config, "fisher"), "fisher")
     try:
         bayes = BayesConfig(method=args.method, n_samples=args.samples, seed=args.seed)

@@ -7,6 +7,7 @@ import math
 
 from specscale.core.config import load_config
 from specscale.data.simulate import simulate, simulation_configs
+from specscale.sweep.sections import WORKFLOW_SECTIONS
 
 
 def register(sub) -> None:
@@ -36,7 +37,7 @@ def register(sub) -> None:
 
 
 def cmd_simulate(args) -> int:
-    config = load_config(args.config)
+    config = load_config(args.config, also=WORKFLOW_SECTIONS)
     sim, obs, atm = simulation_configs(
         config,
         n_train=args.n_train,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 
+from specscale.core.config import not_finite
 from specscale.models.registry import model_names
 
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: stopped by a signal after checkpointing; rerun to resume
@@ -43,16 +46,13 @@ def register(sub) -> None:
 
 
 def cmd_train(args) -> int:
+    from specscale.core.vocab import Cell
     from specscale.models.vit import TrainingInterrupted
-    from specscale.sweep.cell import CellRequest, parse_overrides, run_cell, sweep_out_dir
+    from specscale.sweep.cell import CellRequest, run_cell
 
     req = CellRequest(
-        model=args.model,
+        cell=Cell(noise=args.noise, mag=args.mag, model=args.model, n_train=args.n_train, seed=args.seed),
         data=args.data,
-        noise=args.noise,
-        mag=args.mag,
-        n_train=args.n_train,
-        seed=args.seed,
         out=sweep_out_dir(args.out),
         config=args.config,
         ceiling=args.ceiling,
@@ -74,3 +74,34 @@ def cmd_train(args) -> int:
         f" -> {req.out}/metrics.json"
     )
     return 0
+
+
+def parse_overrides(args: list[str]) -> dict:
+    """``["--lr=3e-4", "--depth=6"]`` -> {"lr": 0.0003, "depth": 6}: the form a W&B sweep agent's
+    ${args} takes. Values are read as JSON where they parse (numbers, true/false, lists), else kept
+    as strings; anything not of the form --NAME=VALUE is an error naming it."""
+    out = {}
+    for a in args:
+        name, eq, value = a[2:].partition("=") if a.startswith("--") else ("", "", "")
+        if not eq or not name.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"unrecognized argument {a!r}: hyper-parameter overrides take the form --NAME=VALUE")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        if not_finite(parsed):  # JSON's NaN / Infinity
+            raise ValueError(f"{a}: hyper-parameters must be finite numbers (NaN and infinity are not allowed)")
+        out[name.replace("-", "_")] = parsed
+    return out
+
+
+def sweep_out_dir(out: str) -> str:
+    """``--out`` with '{run_id}' replaced by the W&B sweep agent's $WANDB_RUN_ID."""
+    if "{run_id}" not in out:
+        return out
+    run_id = os.environ.get("WANDB_RUN_ID")
+    if not run_id:
+        raise ValueError(
+            f"--out {out} contains {{run_id}} but WANDB_RUN_ID is not set (only a W&B sweep agent sets it)"
+        )
+    return out.replace("{run_id}", run_id)

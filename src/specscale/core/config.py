@@ -1,10 +1,11 @@
 """Configuration: small dataclasses filled from YAML, strict about unknown keys.
 
 A config file is YAML with top-level sections. The package reads ``simulation``,
-``observation``, ``atmosphere``, ``models`` (the oracle fit's settings are ``models.oracle``), ``fisher``
-and ``wandb``; the workflow's own
-sections (``datasets``, ``grid``, ...) may sit in the same file and are ignored here (the workflow
-validates them against its JSON schema). Any other key is an error that names it.
+``observation``, ``atmosphere``, ``models`` (the oracle fit's settings are ``models.oracle``),
+``variants``, ``fisher`` and ``wandb``; a caller that accepts a whole sweep config names the
+workflow's own sections (``specscale.sweep.sections.WORKFLOW_SECTIONS``: ``datasets``, ``grid``, ...,
+validated by the workflow against its JSON schema), which are then ignored here. Any other key is
+an error that names it.
 """
 
 from __future__ import annotations
@@ -15,30 +16,22 @@ import json
 import math
 import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 PACKAGE_SECTIONS = ("simulation", "observation", "atmosphere", "models", "variants", "fisher", "wandb")
-WORKFLOW_SECTIONS = (
-    "datasets",
-    "grid",
-    "exclude",
-    "resources",
-    "results",
-    "report",
-    "sweep",
-    "hypotheses",
-)
 
 
 class ConfigError(ValueError):
     """A configuration value or key is wrong; the message names it."""
 
 
-def load_config(path: str | Path | None) -> dict[str, Any]:
-    """Read a YAML config file; an absent path gives an empty config (all defaults)."""
+def load_config(path: str | Path | None, also: Sequence[str] = ()) -> dict[str, Any]:
+    """Read a YAML config file; an absent path gives an empty config (all defaults). Its top-level
+    keys are package sections or, for a caller that reads whole sweep configs, those of ``also``."""
     if path is None:
         return {}
     path = Path(path)
@@ -47,11 +40,10 @@ def load_config(path: str | Path | None) -> dict[str, Any]:
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
-    unknown = sorted(set(data) - set(PACKAGE_SECTIONS) - set(WORKFLOW_SECTIONS))
+    known = [*PACKAGE_SECTIONS, *also]
+    unknown = sorted(set(data) - set(known))
     if unknown:
-        raise ConfigError(
-            f"{path}: unknown top-level config key(s) {unknown}; known: {list(PACKAGE_SECTIONS + WORKFLOW_SECTIONS)}"
-        )
+        raise ConfigError(f"{path}: unknown top-level config key(s) {unknown}; known: {known}")
     return data
 
 

@@ -18,9 +18,9 @@ import lightgbm as lgb
 import numpy as np
 
 from specscale.core.config import check_fields
-from specscale.core.vocab import LOGG, MagRange
+from specscale.core.vocab import LOGG, Cell, MagRange
 from specscale.data.sources import Observed, Source
-from specscale.models.base import Model, TrainCell
+from specscale.models.base import Model
 
 log = logging.getLogger(__name__)
 
@@ -123,11 +123,11 @@ class LightGBMModel(Model):
 
     name = "lightgbm"
     Params = LightGBMParams
+    cpu_only = True
     feature_options = ("window", "normalisation", "input")  # of a variant's features (models.registry)
-    features = None  # a variant's FeatureConfig (set by models.registry.build_model); None: raw flux
     pipeline = None  # the features bound to the data's wavelength grid (by fit)
 
-    def fit(self, source: Source, cell: TrainCell, workdir: Path) -> dict:
+    def fit(self, source: Source, cell: Cell, workdir: Path) -> dict:
         p = self.params
         params = p.lgb_params(self.seed, self.n_threads)
         mag = MagRange.parse(cell.mag)

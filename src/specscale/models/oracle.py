@@ -29,10 +29,10 @@ import numpy as np
 import torch
 
 from specscale.core.hardware import resolve_device
-from specscale.core.vocab import LOGG
+from specscale.core.vocab import LOGG, Cell
 from specscale.data.simulator import check_resimulated, prior_box, simulator_of
 from specscale.data.sources import Observed, Source
-from specscale.models.base import Model, TrainCell
+from specscale.models.base import Model
 
 
 @dataclass(frozen=True)
@@ -137,11 +137,11 @@ class OracleModel(Model):
         super().__init__(params or OracleParams(), seed=seed, device=device, n_threads=n_threads)
         self.model = None
 
-    def check(self, source: Source, cell: TrainCell) -> None:
+    def check(self, source: Source, cell: Cell) -> None:
         """Before any work: the oracle needs the simulator that wrote the data."""
         simulator_of(source)
 
-    def fit(self, source: Source, cell: TrainCell, workdir: Path) -> dict:
+    def fit(self, source: Source, cell: Cell, workdir: Path) -> dict:
         """Nothing to learn: load the source's simulator (checked against a few stored training
         spectra), its prior box, and simulate the start bank."""
         p = self.params

@@ -22,10 +22,10 @@ import numpy as np
 import scipy.linalg
 
 from specscale.core.config import check_fields
-from specscale.core.vocab import LOGG
+from specscale.core.vocab import LOGG, Cell
 from specscale.data.loader import prefetch
 from specscale.data.sources import Observed, Source
-from specscale.models.base import Model, TrainCell
+from specscale.models.base import Model
 
 
 @dataclass(frozen=True)
@@ -161,16 +161,16 @@ class RidgeModel(Model):
 
     name = "ridge"
     Params = RidgeParams
+    cpu_only = True
     feature_options = ("window", "normalisation", "input")  # of a variant's features (models.registry)
-    features = None  # a variant's FeatureConfig (set by models.registry.build_model); None: raw flux
     pipeline = None  # the features bound to the data's wavelength grid (by fit)
 
-    def check(self, source: Source, cell: TrainCell) -> None:
+    def check(self, source: Source, cell: Cell) -> None:
         """Fail before training on what the data cannot support."""
         if cell.n_train < 2:
             raise ValueError(f"ridge needs at least 2 training stars, got --n-train {cell.n_train}")
 
-    def fit(self, source: Source, cell: TrainCell, workdir: Path) -> dict:
+    def fit(self, source: Source, cell: Cell, workdir: Path) -> dict:
         p = self.params
         self.pipeline = None if self.features is None else self.features.bind(source.wave)
         acc = RidgeAccumulator(source.wave.size if self.pipeline is None else self.pipeline.n_features)

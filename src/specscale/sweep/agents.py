@@ -19,6 +19,7 @@ from pathlib import Path
 
 from specscale.core.config import ConfigError, from_dict, load_config, section
 from specscale.core.files import unsafe_path
+from specscale.sweep.sections import WORKFLOW_SECTIONS
 
 EXECUTORS = ("slurm", "local", "debug", "auto")
 
@@ -59,7 +60,7 @@ class AgentsConfig:
     def from_config(cls, path=None, overrides: dict | None = None) -> AgentsConfig:
         """``sweep.agents`` of the YAML config at ``path`` (if any), then ``overrides`` (None
         values ignored). Unknown keys fail naming them."""
-        values = dict(section(load_config(path), "sweep", "agents")) if path else {}
+        values = dict(section(load_config(path, also=WORKFLOW_SECTIONS), "sweep", "agents")) if path else {}
         values.update({k: v for k, v in (overrides or {}).items() if v is not None})
         return from_dict(cls, values, "sweep.agents")
 

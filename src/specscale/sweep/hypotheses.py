@@ -44,13 +44,14 @@ import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import h5py
 import numpy as np
-import xarray as xr
 
-from specscale.core.config import ConfigError
-from specscale.models.metrics import top_snr_mask
+from specscale.sweep.checks import config_error
+
+if TYPE_CHECKING:  # the cube's type only: the workflow imports this module at parse time
+    import xarray as xr
 
 METRICS = ("r2", "mae", "rmse", "bias", "r2_top20", "mae_top20", "rmse_top20", "bias_top20")
 CHANGES = ("absolute", "relative")
@@ -79,11 +80,6 @@ BLOCK = 250  # bootstrap replicates per block: bounds the (block, stars) weight 
 class PredictionsError(ValueError):
     """predictions.h5 files that cannot be compared star by star (missing, malformed, or other test
     stars/noise than the cell they are paired with); the message names the files."""
-
-
-def _error(key: str, message) -> ConfigError:
-    # the text of specscale.sweep.grid.config_error (not imported: grid imports this module)
-    return ConfigError(f"config error at {key}: {message}")
 
 
 @dataclass(frozen=True)
@@ -129,9 +125,9 @@ class Hypothesis:
 
 def _number(key: str, value, *, integer: bool = False) -> float | int:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
-        raise _error(key, f"{value!r} is not {'an integer' if integer else 'a number'}")
+        raise config_error(key, f"{value!r} is not {'an integer' if integer else 'a number'}")
     if not math.isfinite(value):
-        raise _error(key, f"{value!r} is not finite")
+        raise config_error(key, f"{value!r} is not finite")
     return value
 
 
@@ -143,44 +139,46 @@ def check_hypotheses(config: Mapping) -> list[Hypothesis]:
     (``config error at hypotheses[1].metric: ...``)."""
     entries = config.get("hypotheses") or []
     if not isinstance(entries, list):
-        raise _error("hypotheses", f"must be a list of hypotheses, got {type(entries).__name__}")
+        raise config_error("hypotheses", f"must be a list of hypotheses, got {type(entries).__name__}")
     models = list(config.get("grid", {}).get("model", []))
     out, names = [], {}
     for i, entry in enumerate(entries):
         where = f"hypotheses[{i}]"
         if not isinstance(entry, Mapping):
-            raise _error(where, f"must be a mapping with keys {list(REQUIRED)}, got {type(entry).__name__}")
+            raise config_error(where, f"must be a mapping with keys {list(REQUIRED)}, got {type(entry).__name__}")
         unknown = sorted(set(entry) - set(REQUIRED) - set(OPTIONAL))
         if unknown:
-            raise _error(f"{where}.{unknown[0]}", f"unknown key; known: {sorted(REQUIRED + tuple(OPTIONAL))}")
+            raise config_error(f"{where}.{unknown[0]}", f"unknown key; known: {sorted(REQUIRED + tuple(OPTIONAL))}")
         missing = [k for k in REQUIRED if k not in entry]
         if missing:
-            raise _error(f"{where}.{missing[0]}", "required key missing")
+            raise config_error(f"{where}.{missing[0]}", "required key missing")
         values = OPTIONAL | dict(entry)
         for key in ("name", "question", "base", "variant", "metric", "op", "change"):
             if values[key] is not None and not (isinstance(values[key], str) and values[key].strip()):
-                raise _error(f"{where}.{key}", f"{values[key]!r} is not a non-empty string")
+                raise config_error(f"{where}.{key}", f"{values[key]!r} is not a non-empty string")
         for key in ("base", "variant"):
             if values[key] not in models:
-                raise _error(f"{where}.{key}", f"{values[key]!r} is not on the grid's model axis (grid.model {models})")
+                raise config_error(
+                    f"{where}.{key}", f"{values[key]!r} is not on the grid's model axis (grid.model {models})"
+                )
         if values["base"] == values["variant"]:
-            raise _error(f"{where}.variant", f"the same model as base ({values['base']!r})")
+            raise config_error(f"{where}.variant", f"the same model as base ({values['base']!r})")
         for key, allowed in (("metric", METRICS), ("op", OPS), ("change", CHANGES)):
             if values[key] not in allowed:
-                raise _error(f"{where}.{key}", f"unknown {key} {values[key]!r}; known: {list(allowed)}")
+                raise config_error(f"{where}.{key}", f"unknown {key} {values[key]!r}; known: {list(allowed)}")
         threshold = float(_number(f"{where}.threshold", values["threshold"]))
         confidence = float(_number(f"{where}.confidence", values["confidence"]))
         if not 0 < confidence < 1:
-            raise _error(f"{where}.confidence", f"{confidence} is not in (0, 1)")
+            raise config_error(f"{where}.confidence", f"{confidence} is not in (0, 1)")
         n_boot = _number(f"{where}.n_boot", values["n_boot"], integer=True)
         if n_boot < 100:
-            raise _error(f"{where}.n_boot", f"{n_boot} replicates are too few for an interval (at least 100)")
+            raise config_error(f"{where}.n_boot", f"{n_boot} replicates are too few for an interval (at least 100)")
         seed = _number(f"{where}.seed", values["seed"], integer=True)
         if seed < 0:
-            raise _error(f"{where}.seed", f"{seed} is negative")
+            raise config_error(f"{where}.seed", f"{seed} is negative")
         name = values["name"] or f"H{i + 1}"
         if name in names:
-            raise _error(f"{where}.name", f"{name!r} is already the name of hypotheses[{names[name]}]")
+            raise config_error(f"{where}.name", f"{name!r} is already the name of hypotheses[{names[name]}]")
         names[name] = i
         out.append(
             Hypothesis(
@@ -306,6 +304,8 @@ def paired_bootstrap(
 # ---------------------------------------------------------------------------------------- files
 def read_predictions(path: str | Path) -> dict[str, np.ndarray]:
     """rows, logg_true, logg_pred (dex) and snr of a cell's predictions.h5 (``specscale train``)."""
+    import h5py  # here: the workflow imports this module at parse time
+
     path = Path(path)
     try:
         with h5py.File(path, "r") as f:
@@ -346,6 +346,8 @@ def fold_hypotheses(
     are (cell, metrics.json path) pairs (cell with noise, mag, model, n_train, seed); each cell's
     predictions.h5 sits next to its metrics.json. Returns the dataset and the definitions (the
     cube attribute ``hypotheses``). Raises PredictionsError for files that do not pair up."""
+    from specscale.models.metrics import top_snr_mask  # here: it imports scipy, parsing needs none
+
     hypotheses = list(hypotheses)
     files: dict[tuple, Path] = {}
     for cell, path in cells:

@@ -5,11 +5,9 @@ own resources) and the core-hours and GPU-hours they are estimated to use (measu
 one per job for ``profiles/slurm``, packs of jobs for ``profiles/slurm-packed`` (its ``groups:``,
 ``group-components:`` and ``cores:``), with the resources Snakemake asks for each pack.
 
-Built on :class:`specscale.sweep.grid.Sweep` (the cells, the ceiling cells, the window cells): the
-jobs listed are those the workflow runs for a fresh results folder. The resources follow
-``workflow/rules/common.smk``: ``resources.<stage>`` and ``resources.train.{default,<model>}``
-(a variant: its own entry, else its base's), mem_mb and runtime ``base + per_1k * n_train / 1000``
-at attempt 1.
+Built on :class:`specscale.sweep.grid.Sweep` (the cells, the ceiling cells, the window cells, the
+resolved model specs): the jobs listed are those the workflow runs for a fresh results folder, with
+the resources the workflow asks for at attempt 1 (:mod:`specscale.sweep.resources`).
 
 The estimates assume a job's threads are used in parallel (core-hours = measured core-seconds);
 where no measurement exists at the job's settings the estimate is its request (flagged
@@ -18,13 +16,12 @@ where no measurement exists at the job's settings the estimate is its request (f
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from specscale.models.registry import base_model, resolve_model
+from specscale.sweep import resources
 from specscale.sweep.grid import Sweep
 
 # rules the workflow runs on the submitting machine (workflow/rules/*.smk `localrules`)
@@ -140,23 +137,6 @@ class Job:
         return self.rule in LOCAL_RULES
 
 
-def job_spec(config: Mapping, stage: str, model: str | None = None) -> Mapping[str, Any]:
-    """Resources of a stage (``workflow/rules/common.smk`` job_spec): for train those of the model
-    (a variant: its own entry if any, else its base's), else ``resources.train.default``."""
-    res = config["resources"]
-    if stage == "train":
-        for name in (model, base_model(model, config)):
-            if name in res["train"]:
-                return res["train"][name]
-        return res["train"]["default"]
-    return res.get(stage, {})
-
-
-def scaled(spec: Mapping[str, Any], key: str, n_train: int, default: float) -> int:
-    """``ceil(base + per_1k * n_train / 1000)`` (common.smk scaled, attempt 1)."""
-    return math.ceil(spec.get(key, default) + spec.get(f"{key}_per_1k", 0) * n_train / 1000)
-
-
 def _matches(params, when: Mapping[str, Any]) -> bool:
     return all(getattr(params, k, None) == v for k, v in when.items())
 
@@ -168,8 +148,8 @@ def estimate(sweep: Sweep, rule: str, wildcards: Mapping[str, Any], costs=None) 
     params = None
     key = rule.removesuffix("_window")
     if rule in ("train", "train_vit"):
-        base, params, _ = resolve_model(wildcards["model"], sweep.config)
-        key = f"train:{base}"
+        spec = sweep.spec(wildcards["model"])
+        params, key = spec.params, f"train:{spec.base}"
     units = _job_units(sweep, params)
     for cost in costs.get(key, []):
         if params is not None and not _matches(params, cost.when):
@@ -180,14 +160,13 @@ def estimate(sweep: Sweep, rule: str, wildcards: Mapping[str, Any], costs=None) 
 
 def sweep_jobs(sweep: Sweep, costs=None) -> list[Job]:
     """Every job the workflow runs for ``sweep`` on a fresh results folder, in rule order."""
-    config = sweep.config
     out: list[Job] = []
 
     def add(rule: str, stage: str | None, wildcards: dict, model: str | None = None, threads=None) -> None:
-        spec = job_spec(config, stage, model) if stage else {"mem_mb": 200, "runtime": 2}
+        spec = resources.job_spec(sweep, stage, model) if stage else {"mem_mb": 200, "runtime": 2}
         n = int(wildcards.get("n_train", 0))
-        gpus = int(spec.get("gpu", 0)) if rule == "train_vit" else 0
-        nthreads = int(spec.get("threads", 1) if threads is None else threads)
+        gpus = resources.gpus(spec) if rule == "train_vit" else 0
+        nthreads = resources.threads(spec) if threads is None else int(threads)
         seconds, gpu = estimate(sweep, rule, wildcards, costs)
         wall = None
         if seconds is not None:  # core-seconds run on the job's threads (GPU-seconds as they are)
@@ -198,8 +177,8 @@ def sweep_jobs(sweep: Sweep, costs=None) -> list[Job]:
                 wildcards=wildcards,
                 threads=nthreads,
                 gpus=gpus,
-                mem_mb=scaled(spec, "mem_mb", n, 1000),
-                runtime_min=scaled(spec, "runtime", n, 60),
+                mem_mb=resources.scaled(spec, "mem_mb", n),
+                runtime_min=resources.scaled(spec, "runtime", n),
                 est_s=wall,
                 gpu_est=gpu,
             )
@@ -209,7 +188,7 @@ def sweep_jobs(sweep: Sweep, costs=None) -> list[Job]:
     n_configs = 1 + len(sweep.cube_axes["model"]) + 1  # data/<dataset>, model/<each>, fisher
     for i in range(n_configs):
         add("config_file", None, {"name": i}, threads=1)
-    if config["datasets"][ds]["source"] == "synthetic":
+    if sweep.config["datasets"][ds]["source"] == "synthetic":
         add("simulate", "simulate", {"dataset": ds})
     for noise, mag in sweep.ceiling_cells:
         add("ceiling", "ceiling", {"dataset": ds, "noise": noise, "mag": mag})
@@ -222,7 +201,8 @@ def sweep_jobs(sweep: Sweep, costs=None) -> list[Job]:
         add("bayes_window", "bayes", {"dataset": ds, "window": window, "noise": noise, "mag": mag})
     vit = set(sweep.vit_models)
     for cell in sweep.cells:
-        add("train_vit" if cell["model"] in vit else "train", "train", dict(cell), model=cell["model"])
+        wildcards = {"dataset": ds, **cell.wildcards()}
+        add("train_vit" if cell.model in vit else "train", "train", wildcards, model=cell.model)
     for rule, stage in (("collect", "collect"), ("plots", "plots"), ("report", "plots")):
         add(rule, stage, {}, threads=1)
     return out

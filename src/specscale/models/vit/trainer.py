@@ -26,11 +26,11 @@ import torch.nn as nn
 
 from specscale.core.config import ConfigError, config_hash
 from specscale.core.files import atomic_write
-from specscale.core.vocab import LABELS, LOGG, MagRange
+from specscale.core.vocab import LABELS, LOGG, Cell, MagRange
 from specscale.data.loader import MemoryBatches, SlabBatchSampler, batch_variances, close_loader, train_loader
 from specscale.data.sources import Observed, Source
 from specscale.data.streams import seed_key
-from specscale.models.base import Model, TrainCell
+from specscale.models.base import Model
 from specscale.models.metrics import r2_score
 from specscale.models.vit.network import SpectrumViT, input_channels, loss_function
 from specscale.models.vit.params import ViTParams, ViTTinyParams
@@ -109,13 +109,12 @@ class ViTModel(Model):
     name = "vit"
     Params = ViTParams
     feature_options = ("window", "input")  # of a variant's features; input becomes params.inputs (models.registry)
-    features = None  # a variant's FeatureConfig (window only; set by models.registry.build_model)
+    tracked = True  # its runs log to Weights & Biases
     pixels = None  # indices of the window's pixels the network sees (set by check); None: every pixel
 
     def __init__(self, params, *, seed: int, device: str = "cpu", n_threads: int = 1):
         super().__init__(params, seed=seed, device=device, n_threads=n_threads)
         self.dev = torch.device(device)
-        self.tracker = None  # set by the runner: an object with log(dict, step)
         self.stop_after_epochs: int | None = None  # stop hooks (tests; a preemption does the same)
         self.stop_after_steps: int | None = None
         self._stop_requested = False
@@ -126,7 +125,7 @@ class ViTModel(Model):
 
     # -- setup
 
-    def check(self, source: Source, cell: TrainCell) -> None:
+    def check(self, source: Source, cell: Cell) -> None:
         """Fail before training on what the data cannot support."""
         p = self.params
         if self.features is not None:  # the window, trimmed to whole patches (ConfigError when under one)
@@ -154,7 +153,7 @@ class ViTModel(Model):
             return w
         return min(16, self.n_threads) if self.dev.type == "cuda" else min(4, max(0, self.n_threads - 1))
 
-    def build(self, source: Source, cell: TrainCell) -> None:
+    def build(self, source: Source, cell: Cell) -> None:
         """Network, label scalers, optimizer, schedule and loader for this cell (fresh state)."""
         p = self.params
         self.check(source, cell)
@@ -365,7 +364,7 @@ class ViTModel(Model):
 
     # -- the loop
 
-    def fit(self, source: Source, cell: TrainCell, workdir: Path) -> dict:
+    def fit(self, source: Source, cell: Cell, workdir: Path) -> dict:
         """Train on ``cell``, resuming from ``workdir/checkpoint.pt`` when there is one; returns the
         run's summary (epochs, steps, best validation R^2, throughput, history, resumed_from_step).
         Raises TrainingInterrupted, after checkpointing, when stopped by a signal or a stop hook."""
