@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 
+from specscale.cli.options import non_negative_float, non_negative_int, positive_float, positive_int
 from specscale.core.config import ConfigError, from_dict, load_config, section
 
 
@@ -21,12 +22,14 @@ def register(sub) -> None:
         "test stars and observing conditions a model cell uses.",
     )
     p.add_argument("--data", required=True, help=common["data"])
-    p.add_argument("--noise", type=float, required=True, help="noise level (1 = the observation model's noise)")
+    p.add_argument(
+        "--noise", type=non_negative_float, required=True, help="noise level (1 = the observation model's noise)"
+    )
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--mag", help="HSC-i AB magnitude cell: 21.5 or 20.5-22.5")
     which.add_argument(
         "--snr",
-        type=float,
+        type=positive_float,
         help="instead of --mag: the fixed magnitude whose median per-spectrum S/N "
         "(first --stars test stars, this noise level) is this",
     )
@@ -57,17 +60,17 @@ def register(sub) -> None:
         "when the chunk is removed (variables and units: the file's attributes).",
     )
     p.add_argument("--data", required=True, help=common["data"])
-    p.add_argument("--noise", type=float, required=True, help="noise level (> 0)")
+    p.add_argument("--noise", type=positive_float, required=True, help="noise level (> 0)")
     p.add_argument("--mag", required=True, help="HSC-i AB magnitude cell: 21.5 or 20.5-22.5")
-    p.add_argument("--chunk", type=int, default=64, help="pixels per chunk (default 64)")
+    p.add_argument("--chunk", type=positive_int, default=64, help="pixels per chunk (default 64)")
     _shared(p)
     p.set_defaults(func=cmd_fisher_chunks)
 
     p = sub.add_parser("bayes", help="posterior-mean (MMSE) log g reference of a cell by importance sampling -> .nc")
     p.add_argument("--data", required=True, help=common["data"])
-    p.add_argument("--noise", type=float, required=True, help="noise level")
+    p.add_argument("--noise", type=non_negative_float, required=True, help="noise level")
     p.add_argument("--mag", required=True, help="HSC-i AB magnitude cell")
-    p.add_argument("--stars", type=int, default=200, help="first K test stars (default 200)")
+    p.add_argument("--stars", type=positive_int, default=200, help="first K test stars (default 200)")
     p.add_argument("--out", required=True, help="output .nc (written atomically)")
     p.add_argument(
         "--method",
@@ -78,15 +81,17 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--samples",
-        type=int,
+        type=positive_int,
         default=1024,
         help="importance samples per star (per_star; batched: at most this many, adaptive) (default 1024)",
     )
     _window(p)
-    p.add_argument("--seed", type=int, default=0, help="seed of the samples and of the oracle's start bank")
+    p.add_argument(
+        "--seed", type=non_negative_int, default=0, help="seed of the samples and of the oracle's start bank"
+    )
     p.add_argument("--config", help="YAML config: models.oracle (the oracle fit), fisher sections")
     p.add_argument("--device", default="cpu", help="cpu, cuda[:N] or auto")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (default 1)")
     p.set_defaults(func=cmd_bayes)
 
 
@@ -112,7 +117,7 @@ def parse_window(text):
 
 
 def _shared(p) -> None:
-    p.add_argument("--stars", type=int, help="first K test stars (default: all)")
+    p.add_argument("--stars", type=positive_int, help="first K test stars (default: all)")
     p.add_argument("--out", required=True, help="output .nc (written atomically)")
     p.add_argument("--config", help="YAML config: the fisher section (batch, device, check_atol, neighbours)")
     p.add_argument(
@@ -120,7 +125,7 @@ def _shared(p) -> None:
         help="YAML file whose observation: section replaces the dataset's observing "
         "setup (e.g. the study's 4 x 900 s, seeing 1\"); synthetic datasets only",
     )
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (default 1)")
 
 
 def parse_list(text: str, what: str) -> list[float]:

@@ -10,6 +10,13 @@ target while a command writes it, so a second writer fails at once naming the fi
 kernel drops the lock when its holder exits, however it exits (SIGKILL included), so a dead
 holder's leftover lock file never blocks. :func:`remove_stale_temps` clears the ``NAME.tmp-PID``
 files that killed writers leave behind.
+
+A write that fails (disk full, I/O error, read-only file system) raises :class:`WriteFailed`, one
+line naming the target and the errno, after the temporary file is removed. HDF5 outputs go
+through :func:`atomic_hdf5` / :func:`hdf5_sink`: the library writes into a Python file object that
+keeps the first error and drops every later write, so HDF5 never sees a failed write (after one,
+closing or deallocating the file segfaults in HDF5 2.0) and closes the file cleanly before the
+error is raised.
 """
 
 from __future__ import annotations
@@ -34,22 +41,124 @@ TEMP_SUFFIX = re.compile(r"\.tmp-(\d+)$")
 NO_FLOCK = {errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP}
 
 
+# errors of the place written to, not of the data: disk full, quota, I/O, read-only, file too large
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG}
+
+
 class OutputBusy(ValueError):
     """Another live process holds the writer lock of an output; the message names its PID."""
+
+
+class WriteFailed(OSError):
+    """Writing an output failed (disk full, I/O error, read-only file system); ``str()`` is one
+    line naming the target and the errno. Nothing that looks finished was left."""
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def write_failed(path: str | Path, exc: OSError) -> WriteFailed:
+    """The WriteFailed for ``exc`` raised while writing ``path``."""
+    code = errno.errorcode.get(exc.errno, "?")
+    reason = exc.strerror or os.strerror(exc.errno)
+    return WriteFailed(exc.errno, f"cannot write {path}: {reason} ({code}, errno {exc.errno}); nothing was written")
 
 
 @contextmanager
 def atomic_write(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` to write to; on success it is renamed onto ``path``,
-    on any error (or interrupt) it is removed and ``path`` is left as it was."""
+    on any error (or interrupt) it is removed and ``path`` is left as it was. A failure of the
+    place written to (:data:`WRITE_ERRNOS`) becomes :class:`WriteFailed` naming ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno in WRITE_ERRNOS and not isinstance(exc, WriteFailed):
+            raise write_failed(path, exc) from None
+        raise
     finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError as exc:  # e.g. the file system went read-only: say so, keep the first error
+            log.warning("%s: could not remove the temporary file (%s)", tmp, exc)
+
+
+class HDF5Sink:
+    """A file object for h5py's fileobj driver that never fails: the first OSError of a write,
+    truncate or flush is kept in ``error`` and every later write is dropped (reported as done), so
+    HDF5 carries on and closes the file cleanly. ``check()`` raises the kept error."""
+
+    def __init__(self, path: Path):
+        self.raw = open(path, "w+b")  # noqa: SIM115 (closed by close(), after HDF5 is done with it)
+        self.error: OSError | None = None
+
+    def _guard(self, call, *args, dropped=None):
+        if self.error is None:
+            try:
+                return call(*args)
+            except OSError as exc:
+                self.error = exc
+        return dropped
+
+    def write(self, data) -> int:
+        n = self._guard(self.raw.write, data)
+        return len(data) if n is None else n
+
+    def truncate(self, size=None):
+        return self._guard(self.raw.truncate, size, dropped=size)
+
+    def flush(self) -> None:
+        self._guard(self.raw.flush)
+
+    def read(self, n=-1):
+        return self.raw.read(n)
+
+    def readinto(self, buf):
+        return self.raw.readinto(buf)
+
+    def seek(self, offset, whence=0):
+        return self.raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+    def check(self) -> None:
+        """Raise the first write error, if any."""
+        if self.error is not None:
+            raise self.error
+
+    def close(self) -> None:
+        self._guard(self.raw.flush)
+        try:
+            self.raw.close()
+        except OSError as exc:
+            self.error = self.error or exc
+
+
+@contextmanager
+def hdf5_sink(tmp: Path) -> Iterator[HDF5Sink]:
+    """An :class:`HDF5Sink` on ``tmp`` for the block (open ``h5py.File(sink, "w")`` inside it and
+    close that first); on leaving, the first write error is raised. Call ``sink.check()`` between
+    large writes to stop early on a full disk."""
+    sink = HDF5Sink(tmp)
+    try:
+        yield sink
+    finally:
+        sink.close()
+    sink.check()
+
+
+@contextmanager
+def atomic_hdf5(path: str | Path, **h5py_options):
+    """Yield an ``h5py.File`` open for writing on a temporary file beside ``path``, renamed onto it
+    on success; a failed write gives :class:`WriteFailed` (see the module docstring)."""
+    import h5py
+
+    with atomic_write(path) as tmp, hdf5_sink(tmp) as sink, h5py.File(sink, "w", **h5py_options) as f:
+        yield f
 
 
 def write_text(text: str, path: str | Path) -> Path:
@@ -81,8 +190,8 @@ def write_netcdf(ds, path: str | Path) -> Path:
     path = Path(path)
     if path.suffix != ".nc":
         raise ConfigError(f"output {path} must end in .nc")
-    with atomic_write(path) as tmp:
-        ds.to_netcdf(tmp, engine="h5netcdf")
+    with atomic_write(path) as tmp, hdf5_sink(tmp) as sink:
+        ds.to_netcdf(sink, engine="h5netcdf")
     return path
 
 
@@ -169,8 +278,11 @@ def writer_lock(target: str | Path, what: str = "output") -> Iterator[Path]:
         yield path
         return
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        except OSError as exc:  # a full disk: the holder's name does not fit
+            raise write_failed(path, exc) if exc.errno in WRITE_ERRNOS else exc from None
         yield path
     finally:
         try:

@@ -20,9 +20,8 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import yaml
 
-from specscale.core.config import from_dict
+from specscale.core.config import from_dict, read_yaml
 from specscale.core.vocab import LABELS, SPLITS, MagRange
 from specscale.data.streams import seed_key, star_normals
 from specscale.sim.observe import NoiseModel, ObservingConfig, expand_variances, observe
@@ -316,8 +315,8 @@ class StudySource(Source):
 
     def __init__(self, manifest):
         self.path = Path(manifest)
-        spec = yaml.safe_load(self.path.read_text()) or {}
-        if spec.get("format") != STUDY_FORMAT:
+        spec = read_yaml(self.path, "study manifest") or {}
+        if not isinstance(spec, dict) or spec.get("format") != STUDY_FORMAT:
             raise DataError(f"{self.path}: manifest needs 'format: {STUDY_FORMAT}'")
         self.files, self.params, hashes = {}, {}, []
         for split in SPLITS:

@@ -24,11 +24,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from specscale.core.config import ConfigError, config_hash, from_dict, load_config, not_finite, section, to_jsonable
-from specscale.core.files import atomic_write, remove_stale_temps, write_json, writer_lock
+from specscale.core.files import atomic_hdf5, remove_stale_temps, write_json, writer_lock
 from specscale.core.hardware import cpu_count, resolve_device
 from specscale.core.provenance import provenance
 from specscale.core.vocab import LOGG, MagRange
@@ -152,7 +151,7 @@ def write_predictions(path: Path, rows, labels, pred, snr, mag, attrs: dict, sig
     """predictions.h5: rows, logg_true, logg_pred (dex), labels (n, 4: teff K, logg, mh, am dex),
     snr (per-spectrum S/N), mag (HSC-i AB), and logg_sigma (predicted 1-sigma, dex) for a model
     that predicts one; attrs describe the cell. Atomic."""
-    with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_hdf5(path) as f:
         f["rows"] = np.asarray(rows, np.int64)
         f["logg_true"] = np.asarray(labels[:, LOGG], np.float64)
         f["logg_pred"] = np.asarray(pred, np.float64)
