@@ -106,7 +106,8 @@ def read_ceiling(path, noise: float, mag: MagRange, dataset_id: str | None = Non
     try:
         ds = xr.open_dataset(path)
     except Exception as exc:
-        raise ValueError(f"ceiling file {path} is not a readable netCDF/xarray file ({exc})") from exc
+        why = str(exc).splitlines()[0].split(". ")[0]  # xarray's first sentence, without its advice
+        raise ValueError(f"ceiling file {path} is not a readable netCDF/xarray file ({why})") from exc
     with ds:
         out = {}
         for key in ("ceiling_pop", "ceiling_median"):
