@@ -87,39 +87,63 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
 
 
 class HDF5Sink:
-    """A file object for h5py's fileobj driver that never fails: the first OSError of a write,
-    truncate or flush is kept in ``error`` and every later write is dropped (reported as done), so
-    HDF5 carries on and closes the file cleanly. ``check()`` raises the kept error."""
+    """A file object for h5py's fileobj driver that never fails: the first OSError of a write or
+    truncate is kept in ``error``; from then on writes only move the position and truncates only
+    set the size, as if they had worked (reads past the real end give zeros), so HDF5 sees a
+    consistent file, carries on and closes it cleanly. ``check()`` raises the kept error."""
 
     def __init__(self, path: Path):
-        self.raw = open(path, "w+b")  # noqa: SIM115 (closed by close(), after HDF5 is done with it)
+        # unbuffered: an error surfaces in the write that caused it, not in a later seek or read
+        self.raw = open(path, "w+b", buffering=0)  # noqa: SIM115 (closed by close(), after HDF5 is done with it)
         self.error: OSError | None = None
+        self.size = 0  # the file's size as HDF5 believes it, once writes are dropped
 
-    def _guard(self, call, *args, dropped=None):
-        if self.error is None:
-            try:
-                return call(*args)
-            except OSError as exc:
-                self.error = exc
-        return dropped
+    def _fail(self, exc: OSError) -> None:
+        self.error = exc
+        self.size = self.raw.seek(0, os.SEEK_END)
 
     def write(self, data) -> int:
-        n = self._guard(self.raw.write, data)
-        return len(data) if n is None else n
+        view = memoryview(data).cast("B")
+        if self.error is None:
+            try:
+                while view:  # an unbuffered write may take only part (a nearly full disk)
+                    view = view[self.raw.write(view) :]
+            except OSError as exc:
+                self._fail(exc)
+        if view:  # dropped: move on as if written
+            self.size = max(self.size, self.raw.seek(len(view), os.SEEK_CUR))
+        return len(data)
 
     def truncate(self, size=None):
-        return self._guard(self.raw.truncate, size, dropped=size)
+        size = self.raw.tell() if size is None else size
+        if self.error is None:
+            try:
+                return self.raw.truncate(size)
+            except OSError as exc:
+                self._fail(exc)
+        self.size = size
+        return size
 
     def flush(self) -> None:
-        self._guard(self.raw.flush)
+        pass  # unbuffered
 
-    def read(self, n=-1):
-        return self.raw.read(n)
+    def readinto(self, buf) -> int:
+        n = self.raw.readinto(buf)
+        if self.error is not None and n < len(buf):  # past the real end of a file with dropped writes
+            memoryview(buf).cast("B")[n:] = bytes(len(buf) - n)
+            self.raw.seek(len(buf) - n, os.SEEK_CUR)
+            n = len(buf)
+        return n
 
-    def readinto(self, buf):
-        return self.raw.readinto(buf)
+    def read(self, n=-1) -> bytes:
+        if n is None or n < 0:
+            return self.raw.read()
+        buf = bytearray(n)
+        return bytes(buf[: self.readinto(buf)])
 
-    def seek(self, offset, whence=0):
+    def seek(self, offset, whence=os.SEEK_SET) -> int:
+        if whence == os.SEEK_END and self.error is not None:
+            return self.raw.seek(max(self.size, self.raw.seek(0, os.SEEK_END)) + offset)
         return self.raw.seek(offset, whence)
 
     def tell(self) -> int:
@@ -131,7 +155,6 @@ class HDF5Sink:
             raise self.error
 
     def close(self) -> None:
-        self._guard(self.raw.flush)
         try:
             self.raw.close()
         except OSError as exc:
@@ -141,13 +164,18 @@ class HDF5Sink:
 @contextmanager
 def hdf5_sink(tmp: Path) -> Iterator[HDF5Sink]:
     """An :class:`HDF5Sink` on ``tmp`` for the block (open ``h5py.File(sink, "w")`` inside it and
-    close that first); on leaving, the first write error is raised. Call ``sink.check()`` between
-    large writes to stop early on a full disk."""
+    close that first); on leaving, the first write error is raised, also in place of an error the
+    block raised after it (HDF5's or the writer's reaction to the failed write). Call
+    ``sink.check()`` between large writes to stop early on a full disk."""
     sink = HDF5Sink(tmp)
     try:
         yield sink
-    finally:
+    except BaseException as exc:
         sink.close()
+        if isinstance(exc, Exception):
+            sink.check()  # the cause, rather than what it led to
+        raise
+    sink.close()
     sink.check()
 
 
