@@ -10,6 +10,13 @@ import numpy as np
 from specscale.cli.options import non_negative_float, non_negative_int, positive_float, positive_int
 from specscale.core.config import ConfigError, from_dict, load_config, section
 
+# why a stopped fisher or bayes run keeps nothing: a cell is minutes of work on one node, and a
+# checkpoint of its per-star state would cost more code than the rerun costs time
+PREEMPTION = (
+    "SIGTERM/SIGUSR1 (a SLURM preemption) ends it with exit 75 and writes nothing; the same command, "
+    "rerun (requeued), computes the cell again from the start."
+)
+
 
 def register(sub) -> None:
     common = dict(data="dataset (.h5 from `specscale simulate`, or a study manifest .yaml)")
@@ -19,7 +26,7 @@ def register(sub) -> None:
         help="Fisher/CRLB ceiling of one cell (noise, magnitude) on the test stars -> .nc",
         description="Per-star Cramer-Rao bounds on log g (Teff, [M/H], [alpha/M] as nuisance; also "
         "with them known, and 3D with [alpha/M] known) and the cell's ceilings, on the same "
-        "test stars and observing conditions a model cell uses.",
+        "test stars and observing conditions a model cell uses. " + PREEMPTION,
     )
     p.add_argument("--data", required=True, help=common["data"])
     p.add_argument(
@@ -66,7 +73,12 @@ def register(sub) -> None:
     _shared(p)
     p.set_defaults(func=cmd_fisher_chunks)
 
-    p = sub.add_parser("bayes", help="posterior-mean (MMSE) log g reference of a cell by importance sampling -> .nc")
+    p = sub.add_parser(
+        "bayes",
+        help="posterior-mean (MMSE) log g reference of a cell by importance sampling -> .nc",
+        description="The posterior-mean (MMSE) log g of the first --stars test stars of a cell and its R^2. "
+        + PREEMPTION,
+    )
     p.add_argument("--data", required=True, help=common["data"])
     p.add_argument("--noise", type=non_negative_float, required=True, help="noise level")
     p.add_argument("--mag", required=True, help="HSC-i AB magnitude cell")
@@ -148,8 +160,6 @@ def _setup(args):
     from specscale.data.sources import open_source
     from specscale.sim.observe import ObservingConfig
 
-    if args.threads < 1:
-        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
     config = load_config(args.config)
     fisher = from_dict(FisherConfig, section(config, "fisher"), "fisher")
@@ -239,8 +249,6 @@ def cmd_bayes(args) -> int:
     from specscale.data.sources import open_source
     from specscale.models.registry import model_params
 
-    if args.threads < 1:
-        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
     config = load_config(args.config)
     oracle = model_params("oracle", config)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 
 from specscale.cli.options import non_negative_float, non_negative_int, positive_int
 from specscale.core.config import load_config
@@ -56,10 +55,6 @@ def cmd_snr(args) -> int:
     from specscale.data.sources import open_source
     from specscale.sim.snr import STUDY_TEST_SET, etc_fixture_snr, snr_summary
 
-    if not (math.isfinite(args.noise) and args.noise >= 0):
-        raise ValueError(f"--noise must be a finite number >= 0, got {args.noise}")
-    if args.n is not None and args.n < 1:
-        raise ValueError(f"--n must be >= 1, got {args.n}")
     source = open_source(args.data)
     source.check_cell(args.mag)
     if args.n is not None and args.n > source.n(args.split):
