@@ -1,6 +1,9 @@
 """Preemption as SLURM does it: SIGTERM to the whole process group (trainer and DataLoader workers
 at once). The workers must outlive the signal, the trainer checkpoints at the current step and
-exits 75, and a rerun of the same command finishes with the uninterrupted run's predictions."""
+exits 75, and a rerun of the same command finishes with the uninterrupted run's predictions. The
+same holds in every phase of a run (start-up, data scan, setup, training, the last validation,
+best-weights restore, test prediction, writing the outputs): exit 75, and the rerun goes on from
+what was saved. bayes and fisher exit 75 too, leaving no output."""
 
 from __future__ import annotations
 
@@ -45,11 +48,31 @@ CLI = "import sys; from specscale.cli import main; sys.exit(main())"  # `specsca
 STOPPED = re.compile(r"interrupted: stopped (?:at|after epoch \d+ at) step (\d+)")
 
 
-def train_cmd(data: Path, out: Path, config: Path) -> list[str]:
+# `specscale` with this interpreter, after patching OWNER.NAME to SIGTERM the whole process group
+# on its CALL-th call, then carry on: the signal lands exactly in that phase
+HOOKED = """
+import importlib, os, signal, sys
+owner, name, call = sys.argv.pop(1), sys.argv.pop(1), int(sys.argv.pop(1))
+module, _, cls = owner.partition(":")
+target = importlib.import_module(module)
+target = getattr(target, cls) if cls else target
+original, calls = getattr(target, name), []
+def hooked(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == call:
+        os.killpg(os.getpgrp(), signal.SIGTERM)
+    return original(*args, **kwargs)
+setattr(target, name, hooked)
+from specscale.cli import main
+sys.exit(main())
+"""
+
+
+def train_cmd(data: Path, out: Path, config: Path, hook: tuple[str, str, int] | None = None) -> list[str]:
     return [
         sys.executable,
         "-c",
-        CLI,
+        *([HOOKED, hook[0], hook[1], str(hook[2])] if hook else [CLI]),
         "train",
         "vit-tiny",
         "--data",
@@ -176,3 +199,91 @@ def test_sigterm_to_the_process_group_checkpoints_and_resumes_exactly(tiny_datas
     m = json.loads((out / "metrics.json").read_text())
     assert m["model_info"]["resumed_from_step"] == ck["step"]
     same_run(out, ref)
+
+
+VIT = "specscale.models.vit.trainer:ViTModel"
+CELL = "specscale.sweep.cell"
+# (phase, hooked callable, its call that signals, step the rerun resumes from: None = from scratch)
+PHASES = [
+    ("start-up", ("specscale.cli", "build_parser", 1), None),
+    ("data scan", (CELL, "check_data", 1), None),
+    ("setup before the first checkpoint", (VIT, "build", 1), None),
+    ("training, mid-epoch", (VIT, "train_step", 45), 45),
+    ("last epoch's validation", (VIT, "_validate", 4), 120),
+    ("best-weights restore", (VIT, "_finish", 1), 120),
+    ("test prediction", (VIT, "predict", 1), 120),
+    ("writing predictions.h5", (CELL, "write_predictions", 1), 120),
+]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_dataset, tmp_path_factory) -> tuple[Path, Path]:
+    """(config, output folder) of one uninterrupted run, shared by the phase tests."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    config = root / "preempt.yaml"
+    config.write_text(yaml.safe_dump(PREEMPT))
+    run_to_end(train_cmd(tiny_dataset, root / "out", config))
+    return config, root / "out"
+
+
+def signalled_run(cmd: list[str]) -> tuple[int, str, int]:
+    """Run ``cmd`` in its own process group (it signals that group itself); (exit code, stderr, pgid)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    pgid = os.getpgid(proc.pid)
+    try:
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(pgid, signal.SIGKILL)
+            proc.wait()
+    return proc.returncode, err, pgid
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("phase, hook, resume_step", PHASES, ids=[p[0] for p in PHASES])
+def test_sigterm_in_every_phase_exits_75_and_the_rerun_matches(
+    tiny_dataset, tmp_path, uninterrupted, phase, hook, resume_step
+):
+    config, ref = uninterrupted
+    out = tmp_path / "out"
+    rc, err, pgid = signalled_run(train_cmd(tiny_dataset, out, config, hook))
+    assert rc == 75, err[-4000:]
+    assert "Traceback" not in err and "interrupted: stopped" in err, err[-4000:]
+    assert group_is_gone(pgid), "DataLoader workers outlived the trainer"
+    assert not (out / "metrics.json").exists()
+    assert not list(out.rglob("*.tmp-*"))  # nothing half-written
+    ckpt = out / "work" / "checkpoint.pt"
+    if resume_step is None:  # nothing to save before the first checkpoint
+        assert not ckpt.exists()
+    else:
+        ck = torch.load(ckpt, map_location="cpu", weights_only=True)
+        assert ck["step"] == resume_step
+        assert ck["done"] == (resume_step == 120)  # after training: the finished weights are saved
+
+    run_to_end(train_cmd(tiny_dataset, out, config))  # the requeued job: the same command
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["model_info"]["resumed_from_step"] == resume_step
+    same_run(out, ref)
+
+
+def ceiling_cmd(command: str, data: Path, out: Path, hook: tuple[str, str, int]) -> list[str]:
+    argv = [command, "--data", str(data), "--noise", "1", "--mag", "21.5", "--stars", "10", "--out", str(out)]
+    return [sys.executable, "-c", HOOKED, *map(str, hook), *argv]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "command, hook",
+    [
+        ("fisher", ("specscale.ceiling.fisher", "cell_ceiling", 1)),
+        ("fisher", ("specscale.core.files", "write_netcdf", 1)),
+        ("bayes", ("specscale.ceiling.bayes", "bayes_reference", 1)),
+    ],
+)
+def test_sigterm_in_bayes_and_fisher_exits_75_without_output(tiny_dataset, tmp_path, command, hook):
+    """No checkpoint there (a cell is minutes of work): the rerun starts again, nothing is left."""
+    out = tmp_path / "cell.nc"
+    rc, err, _ = signalled_run(ceiling_cmd(command, tiny_dataset, out, hook))
+    assert rc == 75, err[-4000:]
+    assert "Traceback" not in err and f"specscale {command}: interrupted: stopped by SIGTERM" in err, err[-2000:]
+    assert not list(tmp_path.iterdir())

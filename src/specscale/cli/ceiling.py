@@ -7,8 +7,16 @@ import json
 
 import numpy as np
 
+from specscale.cli.options import non_negative_float, non_negative_int, positive_float, positive_int
 from specscale.core.config import ConfigError, from_dict, load_config, section
 from specscale.sweep.sections import WORKFLOW_SECTIONS
+
+# why a stopped fisher or bayes run keeps nothing: a cell is minutes of work on one node, and a
+# checkpoint of its per-star state would cost more code than the rerun costs time
+PREEMPTION = (
+    "SIGTERM/SIGUSR1 (a SLURM preemption) ends it with exit 75 and writes nothing; the same command, "
+    "rerun (requeued), computes the cell again from the start."
+)
 
 
 def register(sub) -> None:
@@ -19,15 +27,17 @@ def register(sub) -> None:
         help="Fisher/CRLB ceiling of one cell (noise, magnitude) on the test stars -> .nc",
         description="Per-star Cramer-Rao bounds on log g (Teff, [M/H], [alpha/M] as nuisance; also "
         "with them known, and 3D with [alpha/M] known) and the cell's ceilings, on the same "
-        "test stars and observing conditions a model cell uses.",
+        "test stars and observing conditions a model cell uses. " + PREEMPTION,
     )
     p.add_argument("--data", required=True, help=common["data"])
-    p.add_argument("--noise", type=float, required=True, help="noise level (1 = the observation model's noise)")
+    p.add_argument(
+        "--noise", type=non_negative_float, required=True, help="noise level (1 = the observation model's noise)"
+    )
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--mag", help="HSC-i AB magnitude cell: 21.5 or 20.5-22.5")
     which.add_argument(
         "--snr",
-        type=float,
+        type=positive_float,
         help="instead of --mag: the fixed magnitude whose median per-spectrum S/N "
         "(first --stars test stars, this noise level) is this",
     )
@@ -58,17 +68,22 @@ def register(sub) -> None:
         "when the chunk is removed (variables and units: the file's attributes).",
     )
     p.add_argument("--data", required=True, help=common["data"])
-    p.add_argument("--noise", type=float, required=True, help="noise level (> 0)")
+    p.add_argument("--noise", type=positive_float, required=True, help="noise level (> 0)")
     p.add_argument("--mag", required=True, help="HSC-i AB magnitude cell: 21.5 or 20.5-22.5")
-    p.add_argument("--chunk", type=int, default=64, help="pixels per chunk (default 64)")
+    p.add_argument("--chunk", type=positive_int, default=64, help="pixels per chunk (default 64)")
     _shared(p)
     p.set_defaults(func=cmd_fisher_chunks)
 
-    p = sub.add_parser("bayes", help="posterior-mean (MMSE) log g reference of a cell by importance sampling -> .nc")
+    p = sub.add_parser(
+        "bayes",
+        help="posterior-mean (MMSE) log g reference of a cell by importance sampling -> .nc",
+        description="The posterior-mean (MMSE) log g of the first --stars test stars of a cell and its R^2. "
+        + PREEMPTION,
+    )
     p.add_argument("--data", required=True, help=common["data"])
-    p.add_argument("--noise", type=float, required=True, help="noise level")
+    p.add_argument("--noise", type=non_negative_float, required=True, help="noise level")
     p.add_argument("--mag", required=True, help="HSC-i AB magnitude cell")
-    p.add_argument("--stars", type=int, default=200, help="first K test stars (default 200)")
+    p.add_argument("--stars", type=positive_int, default=200, help="first K test stars (default 200)")
     p.add_argument("--out", required=True, help="output .nc (written atomically)")
     p.add_argument(
         "--method",
@@ -79,15 +94,15 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--samples",
-        type=int,
+        type=positive_int,
         default=1024,
         help="importance draws per star, at most (batched: adaptive) (default 1024)",
     )
     _window(p)
-    p.add_argument("--seed", type=int, default=0, help="seed of the prior bank and of the draws")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the prior bank and of the draws")
     p.add_argument("--config", help="YAML config: the fisher section (the ceiling beside the reference)")
     p.add_argument("--device", default="cpu", help="cpu, cuda[:N] or auto")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (default 1)")
     p.set_defaults(func=cmd_bayes)
 
 
@@ -113,7 +128,7 @@ def parse_window(text):
 
 
 def _shared(p) -> None:
-    p.add_argument("--stars", type=int, help="first K test stars (default: all)")
+    p.add_argument("--stars", type=positive_int, help="first K test stars (default: all)")
     p.add_argument("--out", required=True, help="output .nc (written atomically)")
     p.add_argument("--config", help="YAML config: the fisher section (batch, device, check_atol, neighbours)")
     p.add_argument(
@@ -121,7 +136,7 @@ def _shared(p) -> None:
         help="YAML file whose observation: section replaces the dataset's observing "
         "setup (e.g. the study's 4 x 900 s, seeing 1\"); synthetic datasets only",
     )
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (default 1)")
 
 
 def parse_list(text: str, what: str) -> list[float]:
@@ -144,8 +159,6 @@ def _setup(args):
     from specscale.data.sources import open_source
     from specscale.sim.observe import ObservingConfig
 
-    if args.threads < 1:
-        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
     config = load_config(args.config, also=WORKFLOW_SECTIONS)
     fisher = from_dict(FisherConfig, section(config, "fisher"), "fisher")
@@ -235,8 +248,6 @@ def cmd_bayes(args) -> int:
     from specscale.core.files import write_netcdf
     from specscale.data.sources import open_source
 
-    if args.threads < 1:
-        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
     config = load_config(args.config, also=WORKFLOW_SECTIONS)
     fisher = from_dict(FisherConfig, section(config, "fisher"), "fisher")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import math
 
+from specscale.cli.options import non_negative_float, non_negative_int, positive_int
 from specscale.core.config import load_config
 from specscale.data.simulate import simulate, simulation_configs
 from specscale.sweep.sections import WORKFLOW_SECTIONS
@@ -16,10 +16,10 @@ def register(sub) -> None:
         "--out", required=True, help="output .h5 file (written atomically; a second writer of it fails at once)"
     )
     p.add_argument("--config", help="YAML config (sections simulation, observation, atmosphere)")
-    p.add_argument("--n-train", type=int)
-    p.add_argument("--n-val", type=int)
-    p.add_argument("--n-test", type=int)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--n-train", type=positive_int)
+    p.add_argument("--n-val", type=positive_int)
+    p.add_argument("--n-test", type=positive_int)
+    p.add_argument("--seed", type=non_negative_int)
     p.add_argument("--prior", help="label prior (default lowT)")
     p.add_argument("--device", help="torch device (default auto: CUDA when available)")
     p.add_argument("--no-progress", action="store_true")
@@ -28,9 +28,9 @@ def register(sub) -> None:
     p = sub.add_parser("snr", help="per-spectrum S/N summary of a dataset cell (the calibration numbers)")
     p.add_argument("data", help="dataset (.h5 or study manifest .yaml)")
     p.add_argument("--mag", required=True, help="magnitude cell, e.g. 21.5 or 20.5-22.5 (HSC-i AB)")
-    p.add_argument("--noise", type=float, default=1.0, help="noise level (default 1)")
+    p.add_argument("--noise", type=non_negative_float, default=1.0, help="noise level (default 1)")
     p.add_argument("--split", default="test")
-    p.add_argument("--n", type=int, help="first N stars only")
+    p.add_argument("--n", type=positive_int, help="first N stars only")
     p.add_argument("--etc", action="store_true", help="also print the ETC fixture check (flat AB 18, 8x900 s)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_snr)
@@ -56,10 +56,6 @@ def cmd_snr(args) -> int:
     from specscale.data.sources import open_source
     from specscale.sim.snr import STUDY_TEST_SET, etc_fixture_snr, snr_summary
 
-    if not (math.isfinite(args.noise) and args.noise >= 0):
-        raise ValueError(f"--noise must be a finite number >= 0, got {args.noise}")
-    if args.n is not None and args.n < 1:
-        raise ValueError(f"--n must be >= 1, got {args.n}")
     source = open_source(args.data)
     source.check_cell(args.mag)
     if args.n is not None and args.n > source.n(args.split):

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
-from specscale.core.config import ConfigError
+from specscale.cli.options import positive_int
+from specscale.core.config import ConfigError, read_yaml, validate_schema
 
 CHECKOUT = Path(__file__).resolve().parents[3]
 SCHEMA = CHECKOUT / "workflow" / "schemas" / "config.schema.yaml"
@@ -28,7 +27,7 @@ def register(sub) -> None:
         help="a Snakemake profile folder whose groups/group-components/cores give the packed count "
         "(default: the checkout's profiles/slurm-packed; 'none': no packing)",
     )
-    p.add_argument("--pack-cores", type=int, help="override the profile's `cores` (width of one packed job)")
+    p.add_argument("--pack-cores", type=positive_int, help="override the profile's `cores` (width of one packed job)")
     p.set_defaults(func=cmd_plan)
 
 
@@ -37,14 +36,12 @@ def load_config(path: str) -> dict:
     workflow sees it)."""
     from snakemake.utils import validate
 
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    config = yaml.safe_load(file.read_text()) or {}
+    config = read_yaml(path) or {}
     if not isinstance(config, dict):
-        raise ConfigError(f"{path}: not a YAML mapping")
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(config).__name__}")
+    validate_schema(config, SCHEMA, path)  # names the key path of the first error
     try:
-        validate(config, str(SCHEMA))
+        validate(config, str(SCHEMA))  # fills the defaults
     except Exception as exc:  # snakemake's WorkflowError wraps the jsonschema message
         raise ConfigError(f"{path}: {str(exc).splitlines()[0]}") from None
     return config
@@ -57,10 +54,7 @@ def cmd_plan(args) -> int:
     sweep = Sweep.from_config(load_config(args.config))
     profile = None
     if args.profile and args.profile != "none":
-        file = Path(args.profile) / "config.yaml"
-        if not file.is_file():
-            raise FileNotFoundError(f"profile config not found: {file}")
-        profile = yaml.safe_load(file.read_text()) or {}
+        profile = read_yaml(Path(args.profile) / "config.yaml", "profile config") or {}
     packing = profile_packing(profile, args.pack_cores)
     result = plan(sweep, packing)
     print(format_plan(result, packing, name=args.config))

@@ -10,6 +10,7 @@ import json
 import time
 from pathlib import Path
 
+from specscale.cli.options import non_negative_int, positive_float, positive_int
 from specscale.core.config import ConfigError
 
 
@@ -96,8 +97,8 @@ def _register_agent_commands(sub) -> None:
     """agents, install-profile: running the sweep through W&B agents or a Snakemake profile."""
     p = sub.add_parser("agents", help="launch N wandb sweep agents as one SLURM job array (submitit)")
     p.add_argument("--sweep", required=True, help="wandb sweep id (ENTITY/PROJECT/ID or ID)")
-    p.add_argument("--count", type=int, required=True, help="number of agents (array tasks)")
-    p.add_argument("--runs-per-agent", type=int, help="runs each agent tries (default: until the sweep ends)")
+    p.add_argument("--count", type=positive_int, required=True, help="number of agents (array tasks)")
+    p.add_argument("--runs-per-agent", type=positive_int, help="runs each agent tries (default: until the sweep ends)")
     p.add_argument(
         "--executor",
         choices=("slurm", "local", "debug", "auto"),
@@ -107,11 +108,11 @@ def _register_agent_commands(sub) -> None:
     p.add_argument("--folder", help="submitit log/pickle folder")
     p.add_argument("--partition")
     p.add_argument("--account")
-    p.add_argument("--timeout-min", type=int)
-    p.add_argument("--gpus", type=int, help="GPUs per agent")
-    p.add_argument("--cpus", type=int, help="CPUs per agent")
-    p.add_argument("--mem-gb", type=float)
-    p.add_argument("--parallelism", type=int, help="array tasks running at once")
+    p.add_argument("--timeout-min", type=positive_int)
+    p.add_argument("--gpus", type=non_negative_int, help="GPUs per agent")
+    p.add_argument("--cpus", type=positive_int, help="CPUs per agent")
+    p.add_argument("--mem-gb", type=positive_float)
+    p.add_argument("--parallelism", type=positive_int, help="array tasks running at once")
     p.add_argument("--project")
     p.add_argument("--entity")
     p.add_argument("--wait", action="store_true", help="wait for the agents and print their results")

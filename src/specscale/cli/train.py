@@ -6,6 +6,7 @@ import json
 import os
 import sys
 
+from specscale.cli.options import non_negative_float, non_negative_int, positive_int
 from specscale.core.config import not_finite
 from specscale.models.registry import model_names
 
@@ -22,10 +23,12 @@ def register(sub) -> None:
     )
     p.add_argument("model", help=f"one of: {', '.join(model_names())}")
     p.add_argument("--data", required=True, help="dataset (.h5 from `specscale simulate`, or a study manifest .yaml)")
-    p.add_argument("--noise", type=float, required=True, help="noise level (1 = the observation model's noise)")
+    p.add_argument(
+        "--noise", type=non_negative_float, required=True, help="noise level (1 = the observation model's noise)"
+    )
     p.add_argument("--mag", required=True, help="HSC-i AB magnitude cell: 21.5 or 20.5-22.5")
-    p.add_argument("--n-train", type=int, required=True, help="train on the first N training stars")
-    p.add_argument("--seed", type=int, required=True, help="seed of the training noise and the model")
+    p.add_argument("--n-train", type=positive_int, required=True, help="train on the first N training stars")
+    p.add_argument("--seed", type=non_negative_int, required=True, help="seed of the training noise and the model")
     p.add_argument(
         "--out", required=True, help="output directory of this cell (locked: a second writer of it fails at once)"
     )
@@ -35,7 +38,7 @@ def register(sub) -> None:
     )
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
     p.add_argument(
-        "--threads", type=int, help="CPU threads, >= 1 (default: SLURM_CPUS_PER_TASK, else the CPU affinity)"
+        "--threads", type=positive_int, help="CPU threads, >= 1 (default: SLURM_CPUS_PER_TASK, else the CPU affinity)"
     )
     p.add_argument("--force", action="store_true", help="retrain even if DIR/metrics.json exists (drops checkpoints)")
     p.epilog = (

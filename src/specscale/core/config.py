@@ -11,6 +11,7 @@ an error that names it.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import math
@@ -29,22 +30,70 @@ class ConfigError(ValueError):
     """A configuration value or key is wrong; the message names it."""
 
 
-def load_config(path: str | Path | None, also: Sequence[str] = ()) -> dict[str, Any]:
-    """Read a YAML config file; an absent path gives an empty config (all defaults). Its top-level
-    keys are package sections or, for a caller that reads whole sweep configs, those of ``also``."""
-    if path is None:
-        return {}
+def read_yaml(path: str | Path, what: str = "config file") -> Any:
+    """The YAML document in ``path`` (None for an empty file): the one reader of every YAML file
+    specscale takes. A file that is not YAML is a ConfigError ``FILE:LINE:COL: problem``; a missing
+    or unreadable one names ``what`` and the path."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
+        raise ConfigError(f"{what} not found: {path}")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the {what} ({exc})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = "; ".join(str(part).strip() for part in (exc.problem, exc.context) if part)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        raise ConfigError(f"{where}: not valid YAML: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+
+
+def unknown_key(key: str, known, where: str) -> ConfigError:
+    """The error for an unknown config key: its full path, a close known key if there is one."""
+    close = difflib.get_close_matches(str(key), [str(k) for k in known], n=1)
+    hint = f" (did you mean {where}{close[0]}?)" if close else f"; known: {', '.join(sorted(map(str, known)))}"
+    return ConfigError(f"unknown config key {where}{key}{hint}")
+
+
+def load_config(path: str | Path | None, also: Sequence[str] = ()) -> dict[str, Any]:
+    """Read a YAML config file (:func:`read_yaml`); an absent path gives an empty config (all
+    defaults). Its top-level keys are package sections or, for a caller that reads whole sweep
+    configs, those of ``also``; an unknown one is named."""
+    if path is None:
+        return {}
+    data = read_yaml(path) or {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping")
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     known = [*PACKAGE_SECTIONS, *also]
-    unknown = sorted(set(data) - set(known))
+    unknown = sorted(map(str, set(data) - set(known)))
     if unknown:
-        raise ConfigError(f"{path}: unknown top-level config key(s) {unknown}; known: {known}")
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(f"{path}: unknown top-level config key(s) {unknown}{hint}; known: {known}")
     return data
+
+
+def validate_schema(config: dict[str, Any], schema_path: str | Path, where: str | Path) -> None:
+    """Check ``config`` against the JSON schema in ``schema_path`` (YAML); the first error is a
+    ConfigError naming ``where`` and the key path, e.g. ``FILE: grid.noise[2]: -1 is less than ...``."""
+    import jsonschema
+
+    schema = read_yaml(schema_path, "schema")
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is None:
+        return
+    key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
+    if error.validator == "additionalProperties":  # name the unexpected key(s) with their path
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        known = list(error.schema.get("properties", {}))
+        if len(extra) == 1 and known:
+            raise ConfigError(f"{where}: {unknown_key(extra[0], known, key + '.' if key else '')}")
+    raise ConfigError(f"{where}: {key or '(top level)'}: {error.message}")
 
 
 def from_dict(cls, values: dict[str, Any] | None, where: str):

@@ -10,6 +10,13 @@ target while a command writes it, so a second writer fails at once naming the fi
 kernel drops the lock when its holder exits, however it exits (SIGKILL included), so a dead
 holder's leftover lock file never blocks. :func:`remove_stale_temps` clears the ``NAME.tmp-PID``
 files that killed writers leave behind.
+
+A write that fails (disk full, I/O error, read-only file system) raises :class:`WriteFailed`, one
+line naming the target and the errno, after the temporary file is removed. HDF5 outputs go
+through :func:`atomic_hdf5` / :func:`hdf5_sink`: the library writes into a Python file object that
+keeps the first error and drops every later write, so HDF5 never sees a failed write (after one,
+closing or deallocating the file segfaults in HDF5 2.0) and closes the file cleanly before the
+error is raised.
 """
 
 from __future__ import annotations
@@ -34,22 +41,152 @@ TEMP_SUFFIX = re.compile(r"\.tmp-(\d+)$")
 NO_FLOCK = {errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP}
 
 
+# errors of the place written to, not of the data: disk full, quota, I/O, read-only, file too large
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG}
+
+
 class OutputBusy(ValueError):
     """Another live process holds the writer lock of an output; the message names its PID."""
+
+
+class WriteFailed(OSError):
+    """Writing an output failed (disk full, I/O error, read-only file system); ``str()`` is one
+    line naming the target and the errno. Nothing that looks finished was left."""
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def write_failed(path: str | Path, exc: OSError) -> WriteFailed:
+    """The WriteFailed for ``exc`` raised while writing ``path``."""
+    code = errno.errorcode.get(exc.errno, "?")
+    reason = exc.strerror or os.strerror(exc.errno)
+    return WriteFailed(exc.errno, f"cannot write {path}: {reason} ({code}, errno {exc.errno}); nothing was written")
 
 
 @contextmanager
 def atomic_write(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` to write to; on success it is renamed onto ``path``,
-    on any error (or interrupt) it is removed and ``path`` is left as it was."""
+    on any error (or interrupt) it is removed and ``path`` is left as it was. A failure of the
+    place written to (:data:`WRITE_ERRNOS`) becomes :class:`WriteFailed` naming ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno in WRITE_ERRNOS and not isinstance(exc, WriteFailed):
+            raise write_failed(path, exc) from None
+        raise
     finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError as exc:  # e.g. the file system went read-only: say so, keep the first error
+            log.warning("%s: could not remove the temporary file (%s)", tmp, exc)
+
+
+class HDF5Sink:
+    """A file object for h5py's fileobj driver that never fails: the first OSError of a write or
+    truncate is kept in ``error``; from then on writes only move the position and truncates only
+    set the size, as if they had worked (reads past the real end give zeros), so HDF5 sees a
+    consistent file, carries on and closes it cleanly. ``check()`` raises the kept error."""
+
+    def __init__(self, path: Path):
+        # unbuffered: an error surfaces in the write that caused it, not in a later seek or read
+        self.raw = open(path, "w+b", buffering=0)  # noqa: SIM115 (closed by close(), after HDF5 is done with it)
+        self.error: OSError | None = None
+        self.size = 0  # the file's size as HDF5 believes it, once writes are dropped
+
+    def _fail(self, exc: OSError) -> None:
+        self.error = exc
+        self.size = self.raw.seek(0, os.SEEK_END)
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        if self.error is None:
+            try:
+                while view:  # an unbuffered write may take only part (a nearly full disk)
+                    view = view[self.raw.write(view) :]
+            except OSError as exc:
+                self._fail(exc)
+        if view:  # dropped: move on as if written
+            self.size = max(self.size, self.raw.seek(len(view), os.SEEK_CUR))
+        return len(data)
+
+    def truncate(self, size=None):
+        size = self.raw.tell() if size is None else size
+        if self.error is None:
+            try:
+                return self.raw.truncate(size)
+            except OSError as exc:
+                self._fail(exc)
+        self.size = size
+        return size
+
+    def flush(self) -> None:
+        pass  # unbuffered
+
+    def readinto(self, buf) -> int:
+        n = self.raw.readinto(buf)
+        if self.error is not None and n < len(buf):  # past the real end of a file with dropped writes
+            memoryview(buf).cast("B")[n:] = bytes(len(buf) - n)
+            self.raw.seek(len(buf) - n, os.SEEK_CUR)
+            n = len(buf)
+        return n
+
+    def read(self, n=-1) -> bytes:
+        if n is None or n < 0:
+            return self.raw.read()
+        buf = bytearray(n)
+        return bytes(buf[: self.readinto(buf)])
+
+    def seek(self, offset, whence=os.SEEK_SET) -> int:
+        if whence == os.SEEK_END and self.error is not None:
+            return self.raw.seek(max(self.size, self.raw.seek(0, os.SEEK_END)) + offset)
+        return self.raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+    def check(self) -> None:
+        """Raise the first write error, if any."""
+        if self.error is not None:
+            raise self.error
+
+    def close(self) -> None:
+        try:
+            self.raw.close()
+        except OSError as exc:
+            self.error = self.error or exc
+
+
+@contextmanager
+def hdf5_sink(tmp: Path) -> Iterator[HDF5Sink]:
+    """An :class:`HDF5Sink` on ``tmp`` for the block (open ``h5py.File(sink, "w")`` inside it and
+    close that first); on leaving, the first write error is raised, also in place of an error the
+    block raised after it (HDF5's or the writer's reaction to the failed write). Call
+    ``sink.check()`` between large writes to stop early on a full disk."""
+    sink = HDF5Sink(tmp)
+    try:
+        yield sink
+    except BaseException as exc:
+        sink.close()
+        if isinstance(exc, Exception):
+            sink.check()  # the cause, rather than what it led to
+        raise
+    sink.close()
+    sink.check()
+
+
+@contextmanager
+def atomic_hdf5(path: str | Path, **h5py_options):
+    """Yield an ``h5py.File`` open for writing on a temporary file beside ``path``, renamed onto it
+    on success; a failed write gives :class:`WriteFailed` (see the module docstring)."""
+    import h5py
+
+    with atomic_write(path) as tmp, hdf5_sink(tmp) as sink, h5py.File(sink, "w", **h5py_options) as f:
+        yield f
 
 
 def write_text(text: str, path: str | Path) -> Path:
@@ -81,8 +218,8 @@ def write_netcdf(ds, path: str | Path) -> Path:
     path = Path(path)
     if path.suffix != ".nc":
         raise ConfigError(f"output {path} must end in .nc")
-    with atomic_write(path) as tmp:
-        ds.to_netcdf(tmp, engine="h5netcdf")
+    with atomic_write(path) as tmp, hdf5_sink(tmp) as sink:
+        ds.to_netcdf(sink, engine="h5netcdf")
     return path
 
 
@@ -169,8 +306,11 @@ def writer_lock(target: str | Path, what: str = "output") -> Iterator[Path]:
         yield path
         return
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        except OSError as exc:  # a full disk: the holder's name does not fit
+            raise write_failed(path, exc) if exc.errno in WRITE_ERRNOS else exc from None
         yield path
     finally:
         try:

@@ -13,7 +13,8 @@ Layout (one file):
 Stars are drawn in blocks of ``BLOCK`` from a Philox stream keyed by (seed, split, block), so a
 star's labels do not depend on chunking or on the split sizes. Generation streams chunk by chunk
 (memory independent of N), into ``FILE.h5.tmp-PID`` renamed at the end; on any error the
-temporary file is removed and nothing that looks finished is left. One writer per file: a lock
+temporary file is removed and nothing that looks finished is left (a full disk or an I/O error:
+:class:`specscale.core.files.WriteFailed`, one line naming the file and the errno). One writer per file: a lock
 beside it (``FILE.h5.lock``) makes a second ``simulate`` of the same file fail at once naming the
 first one's PID, and temporary files of dead writers are removed when the next one starts.
 """
@@ -32,7 +33,7 @@ from tqdm import tqdm
 
 from specscale import __version__
 from specscale.core.config import ConfigError, config_hash, from_dict, section, to_jsonable
-from specscale.core.files import atomic_write, remove_stale_temps, writer_lock
+from specscale.core.files import atomic_write, hdf5_sink, remove_stale_temps, writer_lock
 from specscale.core.hardware import resolve_device
 from specscale.core.vocab import LABELS, PRIORS, SPLIT_CODE, SPLITS
 from specscale.data.synthetic import SYNTHETIC_FORMAT
@@ -143,7 +144,13 @@ def _simulate(out: Path, sim: SimulationConfig, obs: ObservingConfig, atm, progr
     total = sum(sim.size(s) for s in SPLITS)
     bar = tqdm(total=total, unit="spec", desc=f"simulate {out.name}", disable=not progress, mininterval=2.0)
     try:
-        with atomic_write(out) as tmp, h5py.File(tmp, "w", libver=("earliest", "v110"), track_order=False) as f:
+        # HDF5 writes through a sink that keeps the first write error (core.files): checked after
+        # every chunk, so a full disk stops the run at once and HDF5 still closes the file cleanly
+        with (
+            atomic_write(out) as tmp,
+            hdf5_sink(tmp) as sink,
+            h5py.File(sink, "w", libver=("earliest", "v110"), track_order=False) as f,
+        ):
             f.create_dataset("wave", data=wave, track_times=False)
             digest.update(wave.tobytes())
             for split in SPLITS:
@@ -180,6 +187,7 @@ def _simulate(out: Path, sim: SimulationConfig, obs: ObservingConfig, atm, progr
                     for name, arr in arrays.items():
                         ds[name][start:stop] = arr
                         digest.update(np.ascontiguousarray(arr).tobytes())
+                    sink.check()
                     bar.update(stop - start)
             content_hash = digest.hexdigest()[:16]
             f.attrs.update(

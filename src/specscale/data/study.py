@@ -9,8 +9,8 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import yaml
 
+from specscale.core.config import read_yaml
 from specscale.core.vocab import SPLITS, MagRange
 from specscale.data.pandas_hdf5 import read_pandas_frame
 from specscale.data.rows import as_rows, first_bad, read_rows, row_blocks
@@ -43,8 +43,8 @@ class StudySource(Source):
 
     def __init__(self, manifest):
         self.path = Path(manifest)
-        spec = yaml.safe_load(self.path.read_text()) or {}
-        if spec.get("format") != STUDY_FORMAT:
+        spec = read_yaml(self.path, "study manifest") or {}
+        if not isinstance(spec, dict) or spec.get("format") != STUDY_FORMAT:
             raise DataError(f"{self.path}: manifest needs 'format: {STUDY_FORMAT}'")
         self.files, self.params, hashes = {}, {}, []
         for split in SPLITS:

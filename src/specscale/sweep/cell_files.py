@@ -7,11 +7,10 @@ import json
 import math
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from specscale.core.config import ConfigError, to_jsonable
-from specscale.core.files import atomic_write
+from specscale.core.files import atomic_hdf5
 from specscale.core.vocab import LOGG, MagRange
 
 
@@ -27,7 +26,8 @@ def read_ceiling(path, noise: float, mag: MagRange, dataset_id: str | None = Non
     try:
         ds = xr.open_dataset(path)
     except Exception as exc:
-        raise ValueError(f"ceiling file {path} is not a readable netCDF/xarray file ({exc})") from exc
+        why = str(exc).splitlines()[0].split(". ")[0]  # xarray's first sentence, without its advice
+        raise ValueError(f"ceiling file {path} is not a readable netCDF/xarray file ({why})") from exc
     with ds:
         out = {}
         for key in ("ceiling_pop", "ceiling_median"):
@@ -63,7 +63,7 @@ def write_predictions(path: Path, rows, labels, pred, snr, mag, attrs: dict, sig
     """predictions.h5: rows, logg_true, logg_pred (dex), labels (n, 4: teff K, logg, mh, am dex),
     snr (per-spectrum S/N), mag (HSC-i AB), and logg_sigma (predicted 1-sigma, dex) for a model
     that predicts one; attrs describe the cell. Atomic."""
-    with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_hdf5(path) as f:
         f["rows"] = np.asarray(rows, np.int64)
         f["logg_true"] = np.asarray(labels[:, LOGG], np.float64)
         f["logg_pred"] = np.asarray(pred, np.float64)

@@ -108,8 +108,8 @@ class Sweep:
         specs.update(check_variants(config, dataset))
         check_against_dataset(config, dataset, info)
         check_package_sections(config)
-        check_hypotheses(config)
         cells = grid_cells(config)
+        check_hypotheses(config, cells)
         check_report_models(config, cells)
         return cls(config=config, dataset=dataset, dataset_info=info, cells=cells, specs=specs)
 

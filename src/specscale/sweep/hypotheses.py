@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from specscale.core.vocab import Cell
 from specscale.sweep.checks import config_error
 
 if TYPE_CHECKING:  # the cube's type only: the workflow imports this module at parse time
@@ -131,12 +132,14 @@ def _number(key: str, value, *, integer: bool = False) -> float | int:
     return value
 
 
-def check_hypotheses(config: Mapping) -> list[Hypothesis]:
+def check_hypotheses(config: Mapping, cells: Iterable[Cell] | None = None) -> list[Hypothesis]:
     """The ``hypotheses`` section of a sweep config, checked and with defaults filled. Each entry
     must have the keys ``REQUIRED`` (and may have ``OPTIONAL``); base and variant must be entries
     of ``grid.model`` (and differ), metric one of ``METRICS``, op one of ``OPS``, change one of
-    ``CHANGES``, 0 < confidence < 1, n_boot >= 100. Raises ConfigError naming the key
-    (``config error at hypotheses[1].metric: ...``)."""
+    ``CHANGES``, 0 < confidence < 1, n_boot >= 100. Given the sweep's ``cells`` (dicts with
+    noise, mag, model, n_train: ``specscale.sweep.grid.grid_cells``, exclusions applied), base and
+    variant must share at least one (noise, mag, n_train), or the hypothesis could only ever come
+    out "not evaluated". Raises ConfigError naming the key (``config error at hypotheses[1].metric: ...``)."""
     entries = config.get("hypotheses") or []
     if not isinstance(entries, list):
         raise config_error("hypotheses", f"must be a list of hypotheses, got {type(entries).__name__}")
@@ -180,6 +183,8 @@ def check_hypotheses(config: Mapping) -> list[Hypothesis]:
         if name in names:
             raise config_error(f"{where}.name", f"{name!r} is already the name of hypotheses[{names[name]}]")
         names[name] = i
+        if cells is not None:
+            _check_common_cell(f"{where}.variant", name, values["base"], values["variant"], cells)
         out.append(
             Hypothesis(
                 name=name,
@@ -196,6 +201,21 @@ def check_hypotheses(config: Mapping) -> list[Hypothesis]:
             )
         )
     return out
+
+
+def _check_common_cell(key: str, name: str, base: str, variant: str, cells: Iterable[Cell]) -> None:
+    """ConfigError when no (noise, mag, n_train) of ``cells`` has both ``base`` and ``variant``."""
+    where: dict[str, set] = {base: set(), variant: set()}
+    for c in cells:
+        if c.model in where:
+            where[c.model].add((c.noise, c.mag, c.n_train))
+    if not where[base] & where[variant]:
+        raise config_error(
+            key,
+            f"hypothesis {name!r}: {variant!r} and its base {base!r} share no (noise, mag, n_train) cell "
+            f"({len(where[variant])} and {len(where[base])} cells after exclusions), so it can never be "
+            "evaluated; change grid.per_model, exclude or the hypothesis",
+        )
 
 
 # ---------------------------------------------------------------------------------------- bootstrap

@@ -31,8 +31,10 @@ step, checkpoints it, closes the workers and raises TrainingInterrupted, and ``s
 exits 75 (EX_TEMPFAIL). A batch script requeues on that code (``sbatch --requeue``; ``[ $rc -eq 75 ]
 && scontrol requeue $SLURM_JOB_ID``, with a ``trap`` on TERM so that its shell lives to see it) and
 the rerun continues bit-identically. With ``--signal=B:...`` only the batch shell is signalled: run
-the cell with ``exec``. A signal before training starts or after it ends (setup, test predictions)
-is not caught: the process dies (143) and the next run resumes from the last checkpoint.
+the cell with ``exec``. A signal outside the loop is caught too (``specscale.core.preemption``, installed
+by the CLI first thing): during setup the command stops at once with exit 75 and the rerun starts
+again from the last checkpoint (none before the first epoch ends); after the last epoch the finished
+weights are checkpointed first, so the rerun goes straight to the test predictions.
 
 Options for the study's open hypotheses (default = the study's recipe):
 ``inputs`` flux | flux+error | flux/error (error = the pipeline error from observed counts, the

@@ -9,14 +9,12 @@ Reading order: the lr schedule, ``TrainState`` (everything a checkpoint must car
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import pickle
-import signal
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -26,6 +24,7 @@ import torch.nn as nn
 
 from specscale.core.config import ConfigError, config_hash
 from specscale.core.files import atomic_write
+from specscale.core.preemption import Preempted, deferred_stops, stop_requested
 from specscale.core.vocab import LABELS, LOGG, Cell, MagRange
 from specscale.data.loader import MemoryBatches, SlabBatchSampler, batch_variances, close_loader, train_loader
 from specscale.data.sources import Observed, Source
@@ -49,7 +48,7 @@ def lr_factor(step: int, total: int, warmup: int, lr: float, lr_min: float) -> f
     return (lr_min + 0.5 * (lr - lr_min) * (1.0 + math.cos(math.pi * progress))) / lr
 
 
-class TrainingInterrupted(RuntimeError):
+class TrainingInterrupted(Preempted):
     """Training stopped early on request (signal or stop hook) after saving a checkpoint."""
 
 
@@ -117,7 +116,6 @@ class ViTModel(Model):
         self.dev = torch.device(device)
         self.stop_after_epochs: int | None = None  # stop hooks (tests; a preemption does the same)
         self.stop_after_steps: int | None = None
-        self._stop_requested = False
         p = params
         self.target_idx = [LABELS.index(t) for t in p.targets]
         self.n_out = len(p.targets) * (2 if p.loss == "gaussian_nll" else 1)
@@ -323,8 +321,12 @@ class ViTModel(Model):
             "y_mean": torch.from_numpy(np.asarray(self.y_mean, np.float64)),
             "y_std": torch.from_numpy(np.asarray(self.y_std, np.float64)),
         }
+        # serialised in memory, written by Python: a full disk is an OSError with its errno
+        # (torch's own file writer reports it as a RuntimeError without one)
+        buf = io.BytesIO()
+        torch.save(ck, buf)
         with atomic_write(path) as tmp:
-            torch.save(ck, tmp)
+            tmp.write_bytes(buf.getbuffer())
 
     def load_checkpoint(self, path: Path) -> TrainState:
         """Restore the weights, optimiser, scheduler and RNG states from ``path``; returns the
@@ -367,53 +369,49 @@ class ViTModel(Model):
     def fit(self, source: Source, cell: Cell, workdir: Path) -> dict:
         """Train on ``cell``, resuming from ``workdir/checkpoint.pt`` when there is one; returns the
         run's summary (epochs, steps, best validation R^2, throughput, history, resumed_from_step).
-        Raises TrainingInterrupted, after checkpointing, when stopped by a signal or a stop hook."""
+        Raises TrainingInterrupted, after checkpointing, when stopped by a signal or a stop hook.
+
+        Phases and what a SIGTERM/SIGUSR1 in each leaves (``core.preemption``): setup (build,
+        resume, validation inputs) raises Preempted at once, the last checkpoint stands; the
+        training loop and ``_finish`` defer it to the end of the step, checkpoint, close the
+        loader's workers and raise TrainingInterrupted; after the last epoch the finished state is
+        checkpointed first, so the rerun goes straight to prediction."""
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         ckpt = workdir / "checkpoint.pt"
         self.build(source, cell)
-        state, resumed_from = TrainState(), None
-        if ckpt.exists():
-            state = self.load_checkpoint(ckpt)
-            resumed_from = state.step
-            log.info("resuming %s from %s: epoch %d, step %d", self.name, ckpt, state.epoch, state.step)
-        if state.done:
-            self.net.load_state_dict(state.best_state)
-            return {**state.info, "resumed_from_step": resumed_from}
-        val_x = torch.cat([self.observed_inputs(o) for o in source.iter_observed("val", self.mag, cell.noise, None)])
-        val_y = source.labels("val")[:, LOGG].astype(np.float64)
-        if self.dev.type == "cuda":
-            val_x = val_x.pin_memory()
-        run = RunCounters()
-        with self._stop_on_signals():
-            while self._keep_training(state):
-                self._train_epoch(state, run, ckpt)
-                self._end_epoch(state, run, val_x, val_y, ckpt)
-        return {**self._finish(state, run, ckpt), "resumed_from_step": resumed_from}
-
-    @contextmanager
-    def _stop_on_signals(self) -> Iterator[None]:
-        """SIGTERM/SIGUSR1 (caught in the main thread only) request a checkpoint and a stop at the end
-        of the current step; the loader's workers ignore them (a preemption signals the whole process
-        group), so the step and the checkpoint complete. On leaving, the loader is closed (its
-        workers exit), then the old handlers come back."""
-        handlers = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGUSR1):
-                handlers[sig] = signal.signal(sig, self._on_signal)
         try:
-            yield
+            state, resumed_from = TrainState(), None
+            if ckpt.exists():
+                state = self.load_checkpoint(ckpt)
+                resumed_from = state.step
+                log.info("resuming %s from %s: epoch %d, step %d", self.name, ckpt, state.epoch, state.step)
+            if state.done:
+                self.net.load_state_dict(state.best_state)
+                return {**state.info, "resumed_from_step": resumed_from}
+            val_x = torch.cat(
+                [self.observed_inputs(o) for o in source.iter_observed("val", self.mag, cell.noise, None)]
+            )
+            val_y = source.labels("val")[:, LOGG].astype(np.float64)
+            if self.dev.type == "cuda":
+                val_x = val_x.pin_memory()
+            run = RunCounters()
+            with deferred_stops():
+                try:
+                    while self._keep_training(state):
+                        self._train_epoch(state, run, ckpt)
+                        self._end_epoch(state, run, val_x, val_y, ckpt)
+                finally:
+                    self.close()  # the workers exit (they ignore the stop signals; see data.loader)
+                info = self._finish(state, run, ckpt)
+                if stop_requested():
+                    raise TrainingInterrupted(
+                        f"stopped after training finished at step {state.step}; the final weights are in "
+                        f"checkpoint {ckpt}; rerun the same command to predict"
+                    )
         finally:
-            try:
-                self.close()
-            finally:
-                for sig, h in handlers.items():
-                    signal.signal(sig, h)
-                self._stop_requested = False
-
-    def _on_signal(self, signum, frame):
-        log.warning("signal %d: checkpointing at the end of this step", signum)
-        self._stop_requested = True
+            self.close()
+        return {**info, "resumed_from_step": resumed_from}
 
     def _keep_training(self, state: TrainState) -> bool:
         p = self.params
@@ -425,7 +423,7 @@ class ViTModel(Model):
 
     def _stop_hook(self, run_steps: int, run_epochs: int) -> bool:
         return (
-            self._stop_requested
+            stop_requested() is not None
             or (self.stop_after_steps is not None and run_steps >= self.stop_after_steps)
             or (self.stop_after_epochs is not None and run_epochs >= self.stop_after_epochs)
         )
@@ -483,7 +481,7 @@ class ViTModel(Model):
         except StopIteration:
             return None
         except Exception:
-            if self._stop_requested:  # workers killed by the same preemption signal
+            if stop_requested():  # workers killed by the same preemption signal
                 return None
             raise
         run.wait_seconds += time.perf_counter() - t0
@@ -592,7 +590,7 @@ class ViTModel(Model):
         return info
 
     def close(self) -> None:
-        """Stop the loader's worker processes (they exit only when told to; see ``_stop_on_signals``)."""
+        """Stop the loader's worker processes (they exit only when told to)."""
         loader, self.loader = getattr(self, "loader", None), None
         if loader is not None:
             close_loader(loader)
