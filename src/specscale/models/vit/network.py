@@ -1,10 +1,14 @@
 """The network: spectra in, z-scored labels out, and the two functions a reader of the
-architecture needs beside it, what goes in (``input_channels``) and what is minimised
-(``loss_function``).
+architecture needs beside it, what goes in (``input_channels``; the derived channels and the
+error mask are ``channels.model_input``) and what is minimised (``loss_function``; the binned
+target is ``targets``).
 
-Top-down: ``SpectrumViT`` tokenizes patches with a Conv1d, prepends a CLS token, adds a positional
-embedding (learned, or ``sinusoidal_log_lambda``), runs pre-LN ``Block``s (``Attention`` then
-``MLP``) and reads the labels off the final-LN CLS token with a linear head.
+Top-down: ``SpectrumViT`` tokenizes patches with a Conv1d (one per scale with ``patches``, each
+scale's tokens tagged by a learned scale embedding), prepends a CLS token, adds a positional
+embedding (learned, or ``sinusoidal`` in log lambda; with ``rope`` the positions instead rotate the
+queries and keys inside ``Attention``), runs pre-LN ``Block``s (``Attention`` then ``MLP``) and reads
+the labels off the final-LN CLS token (or the mean of the patch tokens) with a linear head.
+``encode`` is the encoder alone (pre-training puts its reconstruction head on it).
 """
 
 from __future__ import annotations
@@ -142,7 +146,7 @@ class SpectrumViT(nn.Module):
         self.other_tokenizers = nn.ModuleList(nn.Conv1d(channels, p.width, kernel_size=s, stride=s) for s in scales[1:])
         self.scale_embed = nn.Parameter(torch.zeros(len(scales), p.width)) if len(scales) > 1 else None
         self.cls = nn.Parameter(torch.zeros(1, 1, p.width))
-        self.rope = None
+        self.rope = p.pos_encoding == "rope"
         if p.pos_encoding == "learned":
             self.pos = nn.Parameter(torch.zeros(1, self.n_tokens, p.width))
         elif p.pos_encoding == "sinusoidal":
@@ -152,7 +156,6 @@ class SpectrumViT(nn.Module):
             cos, sin = rope_tables(pos, p.width // p.heads)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
-            self.rope = True
         self.drop = nn.Dropout(p.dropout)
         self.blocks = nn.ModuleList(Block(p.width, p.heads, p.mlp, p.dropout) for _ in range(p.depth))
         self.norm = nn.LayerNorm(p.width)

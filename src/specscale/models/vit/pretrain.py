@@ -193,7 +193,8 @@ class Pretrainer(ViTModel):
         """Validation scores at fixed noise and mask: the losses, and on the hidden pixels the RMS
         error against the noiseless flux (``msm_rmse``), the RMS noise there (``msm_sigma``) and
         their ratio per pixel (``msm_chi``: sqrt(mean((pred - noiseless)^2 / sigma^2)); below 1 the
-        reconstruction beats the pixel's own noisy value); ``denoise_*`` likewise on the visible pixels."""
+        reconstruction beats the pixel's own noisy value; ``msm_chi_flat`` is that of the flat
+        continuum, flux 1, the guess to beat); ``denoise_*`` likewise on the visible pixels."""
         self.net.eval()
         v, b = self.val, self.params.eval_batch
         sums: dict[str, float] = {}
@@ -210,8 +211,9 @@ class Pretrainer(ViTModel):
             )
             err2, sig2 = (pred - (part["clean"] - 1.0)) ** 2, part["sigma"] ** 2
             chi2 = err2 / (sig2 + VAR_FLOOR)
+            chi2_flat = (part["clean"] - 1.0) ** 2 / (sig2 + VAR_FLOOR)  # the flat-continuum guess
             for name, sel in (("msm", hidden), ("denoise", ~hidden)):
-                for key, val in (("err2", err2), ("sig2", sig2), ("chi2", chi2)):
+                for key, val in (("err2", err2), ("sig2", sig2), ("chi2", chi2), ("chi2flat", chi2_flat)):
                     sums[f"{name}_{key}"] = sums.get(f"{name}_{key}", 0.0) + float(val[sel].sum())
                 sums[f"{name}_n"] = sums.get(f"{name}_n", 0.0) + float(sel.sum())
             for k, loss in losses.items():
@@ -226,6 +228,7 @@ class Pretrainer(ViTModel):
                     f"{name}_rmse": (sums[f"{name}_err2"] / n) ** 0.5,
                     f"{name}_sigma": (sums[f"{name}_sig2"] / n) ** 0.5,
                     f"{name}_chi": (sums[f"{name}_chi2"] / n) ** 0.5,
+                    f"{name}_chi_flat": (sums[f"{name}_chi2flat"] / n) ** 0.5,
                 }
         return out
 
