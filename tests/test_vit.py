@@ -103,7 +103,7 @@ def test_losses_mean_what_they_say():
     for bad in (
         {"loss": "huberish"},
         {"inputs": "flux/sigma"},
-        {"pos_encoding": "rope"},
+        {"pos_encoding": "alibi"},
         {"targets": ["teff"]},
         {"amp": "fp16"},
         {"width": 30, "heads": 4},

@@ -4,13 +4,17 @@ before training, naming the key."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from specscale.core.config import check_fields
 from specscale.core.vocab import LABELS
 
 INPUTS = {"flux": 1, "flux+error": 2, "flux/error": 1}  # name -> channels
-POS_ENCODINGS = ("learned", "sinusoidal")
+POS_ENCODINGS = ("learned", "sinusoidal", "rope")
+EXTRA_CHANNELS = ("d_flux", "highpass")  # derived from the observed flux, appended to the inputs
+TARGETS = ("value", "binned")  # regression on z-scored labels | classification over log g bins
+POOLS = ("cls", "mean")  # what the head reads: the CLS token | the mean of the patch tokens
 LOSSES = ("mse", "mae", "gaussian_nll")
 AMP_MODES = ("auto", "bf16", "off")
 LOADERS = ("stream", "device")
@@ -29,9 +33,20 @@ class ViTParams:
     mlp: int = 1024  # hidden units of each block's MLP
     dropout: float = 0.1  # probability, on tokens, attention output and MLP output
     inputs: str = "flux"  # flux | flux+error | flux/error
-    pos_encoding: str = "learned"  # learned | sinusoidal (in log lambda)
+    pos_encoding: str = "learned"  # learned | sinusoidal (in log lambda) | rope (rotary, in log lambda)
+    patches: tuple[int, ...] = ()  # multi-scale tokens: () one scale (patch); else sizes, patch among them
+    extra_channels: tuple[str, ...] = ()  # d_flux (d flux / d pixel) and/or highpass (flux - running mean)
+    highpass_pixels: int = 65  # width of the running mean the highpass channel subtracts (odd, pixels)
+    error_mask: float = 0.0  # k > 0: pixels with error > k x the spectrum's median error -> flux 0, + mask channel
+    pool: str = "cls"  # cls | mean (of the patch tokens): the head's input
     targets: tuple[str, ...] = ("logg",)  # multi-task: add teff, mh, am
     loss: str = "mse"  # mse | mae | gaussian_nll
+    target: str = "value"  # value | binned (log g only: cross-entropy over n_bins, predicts the expectation)
+    n_bins: int = 40  # log g bins over the training labels' range (target binned)
+    bin_smoothing: float = 1.0  # std of the Gaussian soft label, in bins (ordinal neighbours); 0: one-hot
+    # initialisation
+    pretrain: str = ""  # encoder file written by pre-training (specscale.models.vit.pretrain); "": random
+    freeze: bool = False  # train only the head (a linear probe of the encoder, pre-trained or random)
     # optimisation
     lr: float = 3e-4  # peak AdamW learning rate
     lr_min: float = 1e-5  # learning rate at the end of the cosine
@@ -61,6 +76,8 @@ class ViTParams:
             "inputs": tuple(INPUTS),
             "pos_encoding": POS_ENCODINGS,
             "loss": LOSSES,
+            "target": TARGETS,
+            "pool": POOLS,
             "amp": AMP_MODES,
             "loader": LOADERS,
             "compile_mode": COMPILE_MODES,
@@ -90,6 +107,55 @@ class ViTParams:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
         if self.workers < -1:
             raise ValueError(f"workers={self.workers} must be >= 0, or -1 for automatic")
+        self._check_switches()
+
+    def scales(self) -> tuple[int, ...]:
+        """Patch sizes of the token sequence, ``patch`` first (the scale pre-training masks)."""
+        return (self.patch, *(s for s in self.patches if s != self.patch))
+
+    def pixel_multiple(self) -> int:
+        """Pixels the spectrum's length must be a multiple of: every scale tiles it."""
+        return math.lcm(*self.scales())
+
+    def n_channels(self) -> int:
+        """Input channels: the ``inputs``, the extra channels, and the mask channel of error_mask."""
+        return INPUTS[self.inputs] + len(self.extra_channels) + (1 if self.error_mask else 0)
+
+    def _check_switches(self):
+        """The input, token, target and initialisation switches (one error per key)."""
+        bad = [c for c in self.extra_channels if c not in EXTRA_CHANNELS]
+        if bad or len(set(self.extra_channels)) != len(self.extra_channels):
+            raise ValueError(
+                f"extra_channels={list(self.extra_channels)} must be distinct names from {list(EXTRA_CHANNELS)}"
+            )
+        if self.pos_encoding == "rope" and (self.width // self.heads) % 2:
+            raise ValueError(
+                f"pos_encoding='rope' rotates channel pairs: width/heads={self.width // self.heads} must be even"
+            )
+        if self.highpass_pixels < 3 or self.highpass_pixels % 2 == 0:
+            raise ValueError(f"highpass_pixels={self.highpass_pixels} must be an odd number >= 3")
+        if self.error_mask < 0 or 0 < self.error_mask <= 1:
+            raise ValueError(f"error_mask={self.error_mask} must be 0 (off) or a ratio > 1 to the median error")
+        if self.patches:
+            if not all(isinstance(s, int) and s >= 1 for s in self.patches) or len(set(self.patches)) != len(
+                self.patches
+            ):
+                raise ValueError(f"patches={list(self.patches)} must be distinct integers >= 1")
+            if len(self.patches) < 2 or self.patch not in self.patches:
+                raise ValueError(
+                    f"patches={list(self.patches)} must hold at least two sizes, patch={self.patch} among them "
+                    "(patch is the scale masked and reconstructed in pre-training)"
+                )
+        if self.target == "binned":
+            if self.targets != ("logg",) or self.loss != "mse":
+                raise ValueError(
+                    f"target='binned' is log g alone under cross-entropy: needs targets=['logg'] and the default "
+                    f"loss, got targets={list(self.targets)}, loss={self.loss!r}"
+                )
+            if self.n_bins < 2:
+                raise ValueError(f"n_bins={self.n_bins} must be >= 2")
+            if self.bin_smoothing < 0:
+                raise ValueError(f"bin_smoothing={self.bin_smoothing} must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,11 @@ from specscale.data.sources import Observed, Source
 from specscale.data.streams import seed_key
 from specscale.models.base import Model
 from specscale.models.metrics import r2_score
-from specscale.models.vit.network import SpectrumViT, input_channels, loss_function
+from specscale.models.vit.channels import model_input
+from specscale.models.vit.encoder_file import load_encoder
+from specscale.models.vit.network import SpectrumViT, weight_decayed
 from specscale.models.vit.params import ViTParams, ViTTinyParams
+from specscale.models.vit.targets import make_target, output_width
 from specscale.sim.observe import observe
 from specscale.sim.windows import window_pixels
 
@@ -118,7 +121,7 @@ class ViTModel(Model):
         self.stop_after_steps: int | None = None
         p = params
         self.target_idx = [LABELS.index(t) for t in p.targets]
-        self.n_out = len(p.targets) * (2 if p.loss == "gaussian_nll" else 1)
+        self.n_out = output_width(p)
         self.use_amp = p.amp == "bf16" or (p.amp == "auto" and self.dev.type == "cuda")
 
     # -- setup
@@ -127,10 +130,13 @@ class ViTModel(Model):
         """Fail before training on what the data cannot support."""
         p = self.params
         if self.features is not None:  # the window, trimmed to whole patches (ConfigError when under one)
-            self.pixels = window_pixels(source.wave, self.features.window, "features.window", multiple=p.patch)
-        if self.pixels is None and source.wave.size % p.patch:
+            self.pixels = window_pixels(
+                source.wave, self.features.window, "features.window", multiple=p.pixel_multiple()
+            )
+        if self.pixels is None and source.wave.size % p.pixel_multiple():
+            key = "patches" if p.patches else "patch"
             raise ConfigError(
-                f"models.{self.name}.patch={p.patch} does not divide the spectrum's {source.wave.size} pixels"
+                f"models.{self.name}.{key}={getattr(p, key)} does not tile the spectrum's {source.wave.size} pixels"
             )
         if p.inputs == "flux/error" and cell.noise == 0:
             raise ConfigError(f"models.{self.name}.inputs='flux/error' needs noise > 0 (the error is zero at noise 0)")
@@ -160,6 +166,8 @@ class ViTModel(Model):
         y = source.labels("train", np.arange(cell.n_train))[:, self.target_idx].astype(np.float64)
         std = y.std(axis=0)
         self.y_mean, self.y_std = y.mean(axis=0), np.where(std > 0, std, 1.0)
+        k = p.targets.index("logg")
+        self.target = make_target(p, (y[:, k] - self.y_mean[k]) / self.y_std[k])
         # on the device once: a host-to-device copy inside the step would synchronise every step
         self._target_idx = torch.as_tensor(self.target_idx, device=self.dev)
         basis = source.variance_basis()
@@ -169,10 +177,11 @@ class ViTModel(Model):
         torch.manual_seed(self.seed)
         wave = source.wave if self.pixels is None else source.wave[self.pixels]
         self._pixels = None if self.pixels is None else torch.as_tensor(self.pixels, device=self.dev)
-        self.net = SpectrumViT(p, wave, self.n_out).to(self.dev)
+        self.net = self.make_network(wave).to(self.dev)
         self.fwd = torch.compile(self.net, dynamic=False, mode=p.compile_mode) if p.compile else self.net
-        decay = [q for n, q in self.net.named_parameters() if q.dim() >= 2 and n not in ("cls", "pos")]
-        no_decay = [q for n, q in self.net.named_parameters() if not (q.dim() >= 2 and n not in ("cls", "pos"))]
+        trained = [(n, q) for n, q in self.net.named_parameters() if q.requires_grad]  # freeze: the head only
+        decay = [q for n, q in trained if weight_decayed(n, q)]
+        no_decay = [q for n, q in trained if not weight_decayed(n, q)]
         self.opt = torch.optim.AdamW(
             [{"params": decay, "weight_decay": p.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=p.lr,
@@ -211,16 +220,32 @@ class ViTModel(Model):
                 "dataset_id": self.dataset_id,
                 "cell": [cell.noise, self.mag.label(), cell.n_train, cell.seed],
                 **({} if self.features is None else {"window": self.features.to_dict()["window"]}),
+                **({} if self.init_id is None else {"init": self.init_id}),
             }
         )
+
+    def make_network(self, wave: np.ndarray) -> nn.Module:
+        """The network for ``wave`` (Angstrom): fresh, or with ``pretrain`` the pre-trained encoder's
+        weights and a fresh head; with ``freeze`` only the head trains. Sets ``init_id`` (the
+        pre-training run's fingerprint, part of this run's, or None)."""
+        p = self.params
+        net = SpectrumViT(p, wave, self.n_out)
+        self.init_id = None
+        if p.pretrain:
+            state, self.init_id = load_encoder(p.pretrain, p, len(wave), f"models.{self.name}.pretrain")
+            missing, unexpected = net.load_state_dict(state, strict=False)
+            assert not unexpected and all(k.startswith("head.") for k in missing), (missing, unexpected)
+        if p.freeze:
+            net.freeze_encoder()
+        return net
 
     def observed_inputs(self, observed: Observed) -> torch.Tensor:
         """Model input (CPU tensor) of fixed-noise observed spectra."""
         flux, error = observed.flux, observed.error
         if self.pixels is not None:  # a variant's window
             flux, error = flux[:, self.pixels], error[:, self.pixels]
-        return input_channels(
-            self.params.inputs,
+        return model_input(
+            self.params,
             torch.from_numpy(np.ascontiguousarray(flux)),
             torch.from_numpy(np.ascontiguousarray(error)),
         )
@@ -249,10 +274,10 @@ class ViTModel(Model):
         obs, err, _ = observe(flux, var_a, var_b, self.cell.noise, self.step_normals(flux.shape, step))
         if self._pixels is not None:  # a variant's window: the same noise, on its pixels only
             obs, err = obs.index_select(1, self._pixels), err.index_select(1, self._pixels)
-        x = input_channels(p.inputs, obs, err)
+        x = model_input(p, obs, err)
         with self.autocast():
             out = self.fwd(x)
-        loss = loss_function(p.loss, out, y)
+        loss = self.target.loss(out, y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if p.grad_clip > 0:
@@ -266,28 +291,30 @@ class ViTModel(Model):
     @torch.no_grad()
     def predict_inputs(self, x: torch.Tensor, with_sigma: bool = False):
         """log g (dex) from model inputs (CPU tensor), in eval batches; with ``with_sigma`` (loss
-        gaussian_nll only) the pair (log g, its predicted 1-sigma in dex), the sigma read off the
-        head's log-variance column of log g (columns: the targets' means, then their log variances;
-        ``network.loss_function``) and scaled from z-scored units by the label std."""
+        gaussian_nll or target binned) the pair (log g, its predicted 1-sigma in dex), decoded by
+        the target (``targets``: the log-variance column, or the bin probabilities' 16-84%
+        interval) and scaled from z-scored units by the label std."""
         if with_sigma and not self.predicts_sigma:
-            raise ValueError(f"{self.name}: loss={self.params.loss!r} predicts no uncertainty (use gaussian_nll)")
+            raise ValueError(
+                f"{self.name}: loss={self.params.loss!r} predicts no uncertainty (use gaussian_nll or target binned)"
+            )
         self.net.eval()
-        out, log_var = [], []
+        out, sigma = [], []
         k = self.params.targets.index("logg")  # the head's log g column (multi-task: any position)
-        n_t = len(self.params.targets)
         for i in range(0, x.shape[0], self.params.eval_batch):
             with self.autocast():  # eager: a compiled graph would recompile for eval mode and shapes
                 o = self.net(x[i : i + self.params.eval_batch].to(self.dev, non_blocking=True))
-            out.append(o.float()[:, k].cpu().numpy())
+            z, sd = self.target.decode(o, with_sigma)
+            out.append(z.cpu().numpy())
             if with_sigma:
-                log_var.append(o.float()[:, n_t + k].cpu().numpy())
+                sigma.append(sd.cpu().numpy())
         self.net.train()
         z = np.concatenate(out).astype(np.float64) if out else np.empty(0)
         mean = z * self.y_std[k] + self.y_mean[k]
         if not with_sigma:
             return mean
-        lv = np.concatenate(log_var).astype(np.float64) if log_var else np.empty(0)
-        return mean, np.exp(0.5 * lv) * self.y_std[k]
+        sd = np.concatenate(sigma).astype(np.float64) if sigma else np.empty(0)
+        return mean, sd * self.y_std[k]
 
     def predict(self, observed: Observed) -> np.ndarray:
         """log g (dex) for each observed spectrum, shape (n,)."""
@@ -295,11 +322,12 @@ class ViTModel(Model):
 
     @property
     def predicts_sigma(self) -> bool:
-        """Whether the head predicts an uncertainty (loss gaussian_nll): ``predict_with_sigma`` works."""
-        return self.params.loss == "gaussian_nll"
+        """Whether the head predicts an uncertainty (loss gaussian_nll or target binned):
+        ``predict_with_sigma`` works."""
+        return self.params.loss == "gaussian_nll" or self.params.target == "binned"
 
     def predict_with_sigma(self, observed: Observed) -> tuple[np.ndarray, np.ndarray]:
-        """(log g, predicted 1-sigma of log g), both dex, shape (n,) each; loss gaussian_nll only."""
+        """(log g, predicted 1-sigma of log g), both dex, shape (n,) each; see ``predicts_sigma``."""
         return self.predict_inputs(self.observed_inputs(observed), with_sigma=True)
 
     # -- checkpoints
