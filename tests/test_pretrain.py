@@ -13,9 +13,8 @@ import pytest
 import torch
 
 from specscale.core.config import ConfigError, from_dict
-from specscale.core.vocab import MagRange
+from specscale.core.vocab import Cell
 from specscale.data.sources import open_source
-from specscale.models.base import TrainCell
 from specscale.models.vit import TrainingInterrupted, ViTModel, ViTParams
 from specscale.models.vit.pretrain import ENCODER_NAME, Pretrainer, PretrainParams, pretrain
 
@@ -24,7 +23,7 @@ VIT = ViTParams(
 )
 PRE = PretrainParams.like(VIT, tasks=("msm", "denoise"), max_epochs=3, lr=2e-3, log_every=1, val_spectra=50)
 RUN = {"n_spectra": 128, "noise": 1.0, "mag": "20.5-22.5", "seed": 5}
-CELL = TrainCell(noise=1.0, mag=MagRange.parse("20.5-22.5"), n_train=128, seed=5)
+CELL = Cell(noise=1.0, mag="20.5-22.5", model="vit", n_train=128, seed=5)
 
 
 @pytest.fixture(autouse=True, scope="module")

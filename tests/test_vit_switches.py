@@ -10,9 +10,8 @@ import pytest
 import torch
 
 from specscale.core.config import ConfigError, from_dict
-from specscale.core.vocab import MagRange
+from specscale.core.vocab import Cell
 from specscale.data.sources import open_source
-from specscale.models.base import TrainCell
 from specscale.models.registry import resolve_model
 from specscale.models.vit import SpectrumViT, ViTModel, ViTParams
 from specscale.models.vit.channels import model_input
@@ -35,7 +34,7 @@ SMALL = ViTParams(
     log_every=1,
     eval_batch=64,
 )
-CELL = TrainCell(noise=1.0, mag=MagRange.parse("20.5-22.5"), n_train=128, seed=3)
+CELL = Cell(noise=1.0, mag="20.5-22.5", model="vit", n_train=128, seed=3)
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -30,11 +30,10 @@ import torch
 import torch.nn as nn
 
 from specscale.core.config import ConfigError
-from specscale.core.vocab import MagRange
+from specscale.core.vocab import Cell
 from specscale.data.loader import batch_variances
 from specscale.data.sources import Source
 from specscale.data.streams import seed_key
-from specscale.models.base import TrainCell
 from specscale.models.vit.channels import model_input
 from specscale.models.vit.encoder_file import save_encoder
 from specscale.models.vit.network import SpectrumViT
@@ -124,7 +123,7 @@ class Pretrainer(ViTModel):
         self.init_id = None
         return PretrainNet(self.params, wave)
 
-    def build(self, source: Source, cell: TrainCell) -> None:
+    def build(self, source: Source, cell: Cell) -> None:
         """The trainer's setup, plus the mask stream and the fixed validation set."""
         super().build(source, cell)
         p = self.params
@@ -304,7 +303,7 @@ def pretrain(
     model.tracker = tracker
     workdir = Path(workdir)
     t0 = time.perf_counter()
-    info = model.fit(source, TrainCell(noise, MagRange.parse(mag), n_spectra, seed), workdir)
+    info = model.fit(source, Cell(noise, mag, "pretrain", n_spectra, seed), workdir)
     return {**info, "encoder": str(workdir / ENCODER_NAME), "wall_seconds": time.perf_counter() - t0}
 
 
