@@ -12,7 +12,8 @@ from specscale.core.config import ConfigError, from_dict
 from specscale.core.hardware import cpu_count
 from specscale.core.vocab import Cell
 from specscale.data.sources import open_source
-from specscale.models.gbm import LightGBMModel, LightGBMParams, ObservedRows
+from specscale.models.gbm import LightGBMModel, LightGBMParams
+from specscale.models.gbm_rows import ObservedRows
 
 CELL = Cell(noise=1.0, mag="20.5-22.5", model="lightgbm", n_train=200, seed=1)
 FAST = LightGBMParams(num_leaves=7, max_trees=60, early_stopping_rounds=10, batch=64, log_every=0)

@@ -14,7 +14,6 @@ import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import lightgbm as lgb
 import numpy as np
 
 from specscale.core.config import check_fields
@@ -81,43 +80,6 @@ class LightGBMParams:
         }
 
 
-class ObservedRows(lgb.Sequence):
-    """Observed (noisy) flux of the first ``n`` stars of a split as a LightGBM Sequence.
-    Single-row access (LightGBM's bin sample, in increasing row order) is served from a cached
-    block of ``batch_size`` rows, so each row is read and noised once per pass. ``features`` (a
-    bound FeaturePipeline of a variant) turns each block's flux and pipeline error into its rows."""
-
-    def __init__(
-        self, source: Source, split: str, n: int, cell: MagRange, noise: float, seed, batch: int, features=None
-    ):
-        self.source, self.split, self.n, self.cell = source, split, n, cell
-        self.noise, self.seed, self.batch_size = noise, seed, batch
-        self.features = features
-        self._block = (-1, None)
-
-    def __len__(self) -> int:
-        return self.n
-
-    def _rows(self, start: int, stop: int) -> np.ndarray:
-        obs = self.source.observed(self.split, np.arange(start, stop), self.cell, self.noise, self.seed)
-        rows = obs.flux if self.features is None else self.features(obs.flux, obs.error)
-        return rows.astype(np.float64)  # LightGBM's Sequence path takes doubles only
-
-    def __getitem__(self, idx):
-        if isinstance(idx, slice):
-            start, stop, step = idx.indices(self.n)
-            if step != 1:
-                raise TypeError("ObservedRows supports contiguous slices only")
-            return self._rows(start, stop)
-        idx = int(idx)
-        if not 0 <= idx < self.n:
-            raise IndexError(idx)
-        b = idx // self.batch_size
-        if self._block[0] != b:
-            self._block = (b, self._rows(b * self.batch_size, min(self.n, (b + 1) * self.batch_size)))
-        return self._block[1][idx - b * self.batch_size]
-
-
 class LightGBMModel(Model):
     """Gradient-boosted trees on raw flux; tree count by early stopping on validation."""
 
@@ -128,6 +90,10 @@ class LightGBMModel(Model):
     pipeline = None  # the features bound to the data's wavelength grid (by fit)
 
     def fit(self, source: Source, cell: Cell, workdir: Path) -> dict:
+        import lightgbm as lgb  # here: the sweep reads this class's capabilities at parse time
+
+        from specscale.models.gbm_rows import ObservedRows
+
         p = self.params
         params = p.lgb_params(self.seed, self.n_threads)
         mag = MagRange.parse(cell.mag)

@@ -214,7 +214,7 @@ def check_against_dataset(config: Mapping, dataset: str, info: DatasetInfo) -> N
 def check_package_sections(config: Mapping) -> None:
     """The ``fisher`` and ``wandb`` sections fill their dataclasses (the other package sections are
     checked with the dataset and the models)."""
-    from specscale.ceiling.fisher import FisherConfig  # here: the Fisher stage imports torch
+    from specscale.ceiling.configs import FisherConfig
 
     for key, cls in (("fisher", FisherConfig), ("wandb", WandbConfig)):
         try:
