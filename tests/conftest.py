@@ -65,3 +65,11 @@ def slurm_cluster() -> None:
     reason = _why_no_cluster()
     if reason:
         pytest.skip(reason)
+
+
+@pytest.fixture
+def fast(tmp_path):
+    """A config file that makes LightGBM fast (7 leaves, 20 trees) and keeps W&B off."""
+    from bad_input import write_fast_config
+
+    return write_fast_config(tmp_path)

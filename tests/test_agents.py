@@ -100,7 +100,7 @@ def test_config_section_and_flags(tmp_path, capsys):
         cli_main(["agents", "--sweep", "abc", "--count", "0", "--executor", "local", "--folder", str(tmp_path / "x")])
         == 2
     )
-    assert "--count must be a positive integer" in capsys.readouterr().err
+    assert "--count must be an integer >= 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
     assert cli_main(["agents", "--sweep", "a b", "--count", "1", "--executor", "local"]) == 2
     assert "expected a W&B sweep id" in capsys.readouterr().err

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -80,7 +79,8 @@ def cell_hashes(config: dict) -> tuple[dict, list[str]]:
             sections = json.loads(json.dumps(sweep.config_sections(f"model/{cell.model}")))
             spec = resolve_model(cell.model, sections)
             assert spec == sweep.spec(cell.model)  # the sweep's cached spec is the train job's
-            models[cell.model] = (spec, {"params": to_jsonable(asdict(spec.params)), "variant": spec.variant_info()})
+            hashed = to_jsonable(spec.effective(cell, DATASET)["params"])
+            models[cell.model] = (spec, {"params": hashed, "variant": spec.variant_info()})
         chash = config_hash(models[cell.model][0].effective(cell, DATASET))
         lines.append(f"{cell.model}|{cell.noise!r}|{cell.mag.label()}|{cell.n_train}|{cell.seed}={chash}")
     return {m: block for m, (_, block) in models.items()}, lines

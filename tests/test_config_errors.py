@@ -99,7 +99,6 @@ PACKAGE_SCHEMA = [
     ("train", {"modles": {}}, "unknown top-level config key(s) ['modles'] (did you mean models?)"),
     ("train", {"models": {"ridge": {"alpah": 1}}}, "models.ridge.alpah"),
     ("bayes", {"fisher": {"btach": 4}}, "fisher.btach"),
-    ("bayes", {"models": {"oracle": {"n_strat": 2}}}, "models.oracle.n_strat"),
     ("fisher", {"fisher": {"device": 3, "chek_atol": 1}}, "fisher.chek_atol"),
     ("simulate", {"simulation": {"n_trian": 5}}, "simulation.n_trian"),
     ("simulate", {"observaton": {}}, "unknown top-level config key(s) ['observaton'] (did you mean observation?)"),
@@ -292,7 +291,7 @@ def test_ceiling_that_is_not_netcdf_is_one_line(tiny_dataset, tmp_path, capsys):
 
 @pytest.mark.parametrize("text", ['{"schema": "specscale.metrics/1", "cell": {', "", "[1, 2]"])
 def test_corrupt_metrics_json_is_named_by_collect(tmp_path, text):
-    from specscale.sweep.cube import CubeError, read_metrics
+    from specscale.sweep.cube_records import CubeError, read_metrics
 
     path = tmp_path / "metrics.json"
     path.write_text(text)

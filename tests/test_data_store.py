@@ -97,6 +97,7 @@ def test_error_is_from_observed_counts_not_noiseless_flux(small):
     assert not np.allclose(o.error, o.sigma, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_error_vector_alone_does_not_beat_noisy_flux(tmp_path):
     # the study's error (from the NOISELESS flux) leaked log g with R^2 0.99; ours must not
     from sklearn.linear_model import RidgeCV

@@ -19,6 +19,8 @@ import yaml
 from specscale.core import files
 from specscale.core.files import WriteFailed, atomic_hdf5, atomic_write, write_json, write_netcdf
 
+pytestmark = pytest.mark.slow  # full file systems for simulate, train and fisher
+
 CLI = "import sys; from specscale.cli import main; sys.exit(main())"
 FAST = {"models": {"ridge": {}}, "wandb": {"mode": "disabled"}}
 

@@ -26,6 +26,8 @@ import yaml
 from specscale.data.loader import close_loader, train_loader
 from specscale.data.sources import open_source
 
+pytestmark = pytest.mark.slow  # ViT training runs, signals to process groups
+
 # 30 steps per epoch, 4 epochs, 2 worker processes: a few seconds of training on a CPU
 PREEMPT = {
     "models": {
@@ -239,7 +241,6 @@ def signalled_run(cmd: list[str]) -> tuple[int, str, int]:
     return proc.returncode, err, pgid
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("phase, hook, resume_step", PHASES, ids=[p[0] for p in PHASES])
 def test_sigterm_in_every_phase_exits_75_and_the_rerun_matches(
     tiny_dataset, tmp_path, uninterrupted, phase, hook, resume_step
@@ -271,7 +272,6 @@ def ceiling_cmd(command: str, data: Path, out: Path, hook: tuple[str, str, int])
     return [sys.executable, "-c", HOOKED, *map(str, hook), *argv]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     "command, hook",
     [

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from factories import ACCOUNT, PARTITION, REPO, job_env, local_cluster_args, snakemake_cmd
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]  # jobs on the local SLURM cluster
 
 SMOKE_SNAKEFILE = REPO / "tests" / "slurm_smoke" / "Snakefile"
 SLURM_PROFILE = REPO / "profiles" / "slurm"

@@ -18,7 +18,7 @@ from factories import REPO, job_env, local_cluster_args, snakemake_cmd
 
 from specscale.sweep.plan import Job, pack_resources
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]  # jobs on the local SLURM cluster
 
 # the test's sweep: 8 LightGBM cells (4 sizes x 2 seeds, ~4 s each) at one (noise, mag): one pack
 PACKED_TINY = {

@@ -18,7 +18,7 @@ import yaml
 from factories import ACCOUNT, PARTITION, job_env
 from test_preemption import PREEMPT, STOPPED, run_to_end, same_run, train_cmd
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]  # jobs on the local SLURM cluster
 
 # the batch script of a preemptible cell: requeue on exit 75 (checkpointed), else exit as the cell did
 JOB = """#!/bin/bash

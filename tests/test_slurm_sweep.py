@@ -17,7 +17,7 @@ from test_workflow import TINY
 
 from specscale.sweep.agents import AgentsConfig, launch_agents
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]  # jobs on the local SLURM cluster
 
 REMOTE_RULES = {"simulate", "ceiling", "ceiling_curves", "information", "bayes", "train"}  # the others are localrules
 

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 import yaml
+from bad_input import SIM, error_line
+from bad_input import train as train_lightgbm
 
 from specscale.cli import main
+from specscale.data.sources import DataError, open_source
 from specscale.models.metrics import evaluate
 
 FAST = {
@@ -204,3 +209,124 @@ def test_sweep_agent_command_line(tiny_dataset, tmp_path, config, monkeypatch, c
 def test_other_commands_reject_unknown_arguments(capsys):
     assert main(["snr", "x.h5", "--mag", "21.5", "--lr=3"]) == 2
     assert "unrecognized arguments: --lr=3" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- command line
+@pytest.mark.parametrize(
+    "override, name", [("--learning_rate=NaN", "learning_rate"), ("--lambda_l2=Infinity", "lambda_l2")]
+)
+def test_nonfinite_hyper_parameter_override_fails_before_training(tiny_dataset, tmp_path, fast, capsys, override, name):
+    out = tmp_path / "out"
+    assert train_lightgbm(tiny_dataset, out, override, config=fast) == 2
+    err = error_line(capsys, "train")
+    assert f"--{name}" in err and "finite" in err
+    assert not out.exists()
+
+
+def test_threads_zero_is_an_error_naming_the_option(tiny_dataset, tmp_path, fast, capsys):
+    out = tmp_path / "out"
+    assert train_lightgbm(tiny_dataset, out, "--threads", "0", config=fast) == 2
+    assert "--threads" in error_line(capsys, "train")
+    assert not out.exists()
+
+
+def test_simulate_and_snr_command_line_numbers(tiny_dataset, tmp_path, capsys):
+    assert main(["simulate", "--out", str(tmp_path / "x.h5"), *SIM, "--seed", "-1"]) == 2
+    assert "seed" in error_line(capsys, "simulate")
+    assert not list(tmp_path.glob("x.h5*"))
+    assert main(["snr", str(tiny_dataset), "--mag", "21.5", "--noise", "inf"]) == 2
+    assert "--noise" in error_line(capsys, "snr")
+    assert main(["snr", str(tiny_dataset), "--mag", "21.5", "--n", "0"]) == 2
+    assert "--n" in error_line(capsys, "snr")
+
+
+# ---------------------------------------------------------------- mismatched files
+def _ceiling(path, **attrs):
+    import xarray as xr
+
+    base = {"ceiling_pop": 0.7, "ceiling_median": 0.8, "noise": 1.0, "mag": "20.5-22.5"}
+    xr.Dataset(attrs={**base, **attrs}).to_netcdf(path, engine="h5netcdf")
+    return path
+
+
+def test_ceiling_of_another_dataset_is_refused_naming_both_ids(tiny_dataset, tmp_path, fast, capsys):
+    ours = open_source(tiny_dataset).dataset_id
+    ceiling = _ceiling(tmp_path / "c.nc", dataset_id="0123456789abcdef")
+    out = tmp_path / "out"
+    assert train_lightgbm(tiny_dataset, out, "--ceiling", str(ceiling), config=fast) == 2
+    err = error_line(capsys, "train")
+    assert "0123456789abcdef" in err and ours in err and str(ceiling) in err
+    assert not out.exists()
+    for attrs, expect in (({"noise": 2.0}, "noise 2"), ({"mag": "21.5"}, "magnitude cell 21.5")):
+        assert (
+            train_lightgbm(tiny_dataset, out, "--ceiling", str(_ceiling(tmp_path / "d.nc", **attrs)), config=fast) == 2
+        )
+        assert expect in error_line(capsys, "train")
+    # the matching ceiling is taken
+    assert (
+        train_lightgbm(tiny_dataset, out, "--ceiling", str(_ceiling(tmp_path / "e.nc", dataset_id=ours)), config=fast)
+        == 0
+    )
+    assert json.loads((out / "metrics.json").read_text())["ceiling"]["ceiling_pop"] == 0.7
+
+
+# ---------------------------------------------------------------- paths and --out
+def test_simulate_out_must_be_a_writable_file_path(tmp_path, capsys):
+    (tmp_path / "dir.h5").mkdir()
+    assert main(["simulate", "--out", str(tmp_path / "dir.h5"), *SIM]) == 2
+    assert f"{tmp_path / 'dir.h5'} is a directory" in error_line(capsys, "simulate")
+    (tmp_path / "file").write_text("x")
+    assert main(["simulate", "--out", str(tmp_path / "file" / "x.h5"), *SIM]) == 2
+    assert str(tmp_path / "file") in error_line(capsys, "simulate")
+
+
+def test_hdf5_with_a_format_attribute_and_nothing_else(tmp_path, capsys):
+    path = tmp_path / "bare.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["format"] = "specscale-synthetic"
+    with pytest.raises(DataError, match=rf"{re.escape(str(path))}: .*'config'"):
+        open_source(path)
+    assert main(["snr", str(path), "--mag", "21.5"]) == 2
+    assert str(path) in error_line(capsys, "snr")
+    with h5py.File(path, "a") as f:
+        f.attrs["config"] = "{not json"
+        f.attrs["content_hash"] = "abc"
+    with pytest.raises(DataError, match=rf"{re.escape(str(path))}: .*config"):
+        open_source(path)
+    with h5py.File(path, "a") as f:
+        f.attrs["config"] = json.dumps({"simulation": {"mag_limits": [14, 26]}, "observation": {}})
+    with pytest.raises(DataError, match=rf"{re.escape(str(path))}: missing dataset 'wave'"):
+        open_source(path)
+
+
+def test_truncated_metrics_json_is_named_and_force_replaces_it(tiny_dataset, tmp_path, fast, capsys):
+    out = tmp_path / "cell"
+    out.mkdir()
+    (out / "metrics.json").write_text('{\n  "schema": "specscale.metrics/1",\n  "cell": {')
+    assert train_lightgbm(tiny_dataset, out, config=fast) == 2
+    err = error_line(capsys, "train")
+    assert str(out / "metrics.json") in err and "--force" in err
+    assert train_lightgbm(tiny_dataset, out, "--force", config=fast) == 0
+    assert json.loads((out / "metrics.json").read_text())["schema"] == "specscale.metrics/1"
+
+
+def test_train_out_must_be_a_writable_directory(tiny_dataset, tmp_path, fast, capsys):
+    (tmp_path / "file").write_text("x")
+    for out in (tmp_path / "file", tmp_path / "file" / "cell"):
+        assert train_lightgbm(tiny_dataset, out, config=fast) == 2
+        assert str(tmp_path / "file") in error_line(capsys, "train")
+    assert (tmp_path / "file").read_text() == "x"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere: no unwritable directory to try")
+def test_unwritable_out_is_named(tiny_dataset, tmp_path, fast, capsys):
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        assert train_lightgbm(tiny_dataset, locked / "cell", config=fast) == 2
+        assert str(locked) in error_line(capsys, "train")
+        assert main(["simulate", "--out", str(locked / "x.h5"), *SIM]) == 2
+        assert str(locked) in error_line(capsys, "simulate")
+    finally:
+        locked.chmod(0o700)

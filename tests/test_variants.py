@@ -291,6 +291,7 @@ def _config_file(tmp_path, variants) -> str:
     return str(path)
 
 
+@pytest.mark.slow
 def test_a_window_variant_sees_the_base_cells_stars_and_noise(tiny_dataset, tmp_path, monkeypatch):
     from specscale.models.ridge import RidgeModel
 
@@ -441,6 +442,7 @@ def test_the_cube_folds_calibration_and_nan_for_models_without_sigma(tmp_path):
 
 
 # ---------------------------------------------------------------- the workflow
+@pytest.mark.slow
 def test_the_tiny_workflow_plans_variant_cells(tmp_path):
     config = copy.deepcopy(TINY)
     config["variants"] = {
@@ -464,6 +466,7 @@ def test_the_tiny_workflow_plans_variant_cells(tmp_path):
     assert re.search(r"mem_mb=1234\b", vit_job) and re.search(r"cpus_per_gpu=2\b", vit_job), vit_job
 
 
+@pytest.mark.slow
 def test_a_window_variant_gets_its_own_ceiling_and_bayes_reference_in_the_sweep(tmp_path):
     """The tiny sweep with a Ca II triplet variant: the window's Fisher ceiling and Bayes reference
     (rules ceiling_window, bayes_window) on the same stars are in the cube, at most the full

@@ -128,6 +128,7 @@ def test_schedule_length_is_the_real_number_of_steps():
     assert all(a >= b for a, b in zip(f[warmup:], f[warmup + 1 :]))
 
 
+@pytest.mark.slow
 def test_overfits_a_tiny_set(tiny_dataset):
     src = open_source(tiny_dataset)
     b = src.noiseless("train", np.arange(32), "21.5")
@@ -191,6 +192,7 @@ def _fit(src, workdir, stop_steps=None, stop_epochs=None, params=SMALL):
     return model, model.fit(src, CELL, workdir)
 
 
+@pytest.mark.slow
 def test_resume_continues_and_equals_an_uninterrupted_run(tiny_dataset, tmp_path):
     src = open_source(tiny_dataset)
     test = src.observed("test", np.arange(50), CELL.mag, CELL.noise)

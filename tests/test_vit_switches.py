@@ -179,7 +179,8 @@ def test_a_variant_sets_the_switches():
             "vit-probe": {"base": "vit-tiny", "params": {"freeze": True, "pool": "mean", "patches": [32, 128]}}
         }
     }
-    base, params, _ = resolve_model("vit-probe", config)
+    spec = resolve_model("vit-probe", config)
+    base, params = spec.base, spec.params
     assert base == "vit-tiny" and params.freeze and params.patches == (32, 128)
     config["variants"]["vit-probe"]["params"]["patches"] = [16, 64]  # vit-tiny's patch is 32
     with pytest.raises(ConfigError, match=r"variants\.vit-probe\.params.*patches=\[16, 64\]"):

@@ -15,6 +15,8 @@ import pytest
 import yaml
 from test_workflow import TINY, snakemake
 
+pytestmark = pytest.mark.slow  # Snakemake runs and dry runs
+
 REPO = Path(__file__).resolve().parents[1]
 INJECTION = "inj||echo INJECTED>inj_proof.txt||x"
 
@@ -47,11 +49,11 @@ def test_every_path_in_a_shell_command_is_one_quoted_word(tmp_path, tiny_dataset
     assert proc.returncode == 0, out
     commands = re.findall(r"^Shell command: (.*)$", out, re.M)
     used = [c for c in commands if "inj_proof" in c]
-    assert {c.split()[1] for c in used} >= {"fisher", "fisher-curves", "train", "collect"}, commands
+    assert {c.split()[1] for c in used} >= {"fisher", "fisher-curves", "train", "sweep-config"}, commands
     for command in used:
         words = shlex.split(command)
         (word,) = [w for w in words if "inj_proof" in w]
-        if words[1] == "collect":  # the path inside the sweep config it gets as JSON
+        if words[1] == "sweep-config":  # the path inside the sweep config it writes for collect
             assert json.loads(word)["datasets"]["study"]["path"] == str(nasty), command
         else:
             assert word == str(nasty), command

@@ -82,7 +82,7 @@ class ModelSpec:
         """The effective configuration of ``cell`` on dataset ``dataset_id``: the dict its config
         hash covers (a finished cell is recognised by that hash). A registered model's has no
         ``variant`` key, so its hash does not depend on the variants of the config."""
-        out = {"cell": cell.info(), "params": asdict(self.params), "dataset_id": dataset_id}
+        out = {"cell": cell.info(), "params": hashed_params(self.params), "dataset_id": dataset_id}
         if self.is_variant:
             out["variant"] = self.variant_info()
         return out
@@ -93,6 +93,19 @@ class ModelSpec:
         if self.features is not None:
             model.features = self.features
         return model
+
+
+def hashed_params(params) -> dict:
+    """The hyper-parameters a config hash covers: every field, except that the fields a Params
+    class lists in ``hashed_if_set`` count only when they differ from their default (an option
+    added to a model leaves the hashes of the cells that do not use it, and so their results, as
+    they were)."""
+    values = asdict(params)
+    optional = getattr(params, "hashed_if_set", ())
+    for f in fields(params):
+        if f.name in optional and values[f.name] == f.default:
+            del values[f.name]
+    return values
 
 
 def model_names() -> list[str]:

@@ -109,8 +109,8 @@ class Sweep:
         check_against_dataset(config, dataset, info)
         check_package_sections(config)
         cells = grid_cells(config)
-        check_hypotheses(config, cells)
         check_report_models(config, cells)
+        check_hypotheses(config, cells)
         return cls(config=config, dataset=dataset, dataset_info=info, cells=cells, specs=specs)
 
     # ------------------------------------------------------------------ models

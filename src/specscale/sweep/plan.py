@@ -185,7 +185,7 @@ def sweep_jobs(sweep: Sweep, costs=None) -> list[Job]:
         )
 
     ds = sweep.dataset
-    n_configs = 1 + len(sweep.cube_axes["model"]) + 1  # data/<dataset>, model/<each>, fisher
+    n_configs = 1 + len(sweep.cube_axes["model"]) + 2  # data/<dataset>, model/<each>, fisher, sweep
     for i in range(n_configs):
         add("config_file", None, {"name": i}, threads=1)
     if sweep.config["datasets"][ds]["source"] == "synthetic":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 from specscale.core.config import check_fields
 from specscale.core.vocab import LABELS
@@ -24,6 +25,21 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 @dataclass(frozen=True)
 class ViTParams:
     """Hyper-parameters; defaults are the study's best run (4.9M parameters)."""
+
+    # options that enter a cell's config hash only when set away from their default, so that
+    # adding them did not change the hash (and rerun) of every finished ViT cell
+    hashed_if_set: ClassVar[tuple[str, ...]] = (
+        "patches",
+        "extra_channels",
+        "highpass_pixels",
+        "error_mask",
+        "pool",
+        "target",
+        "n_bins",
+        "bin_smoothing",
+        "pretrain",
+        "freeze",
+    )
 
     # architecture
     patch: int = 16  # pixels per token (4096 / 16 = 256 tokens + CLS)
