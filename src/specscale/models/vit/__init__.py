@@ -58,7 +58,8 @@ from specscale.models.vit.params import (
     ViTParams,
     ViTTinyParams,
 )
-from specscale.models.vit.trainer import TrainingInterrupted, TrainState, ViTModel, ViTTinyModel, lr_factor
+from specscale.models.vit.state import TrainingInterrupted, TrainState, lr_factor
+from specscale.models.vit.trainer import ViTModel, ViTTinyModel
 
 __all__ = [
     "AMP_MODES",

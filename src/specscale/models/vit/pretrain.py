@@ -38,7 +38,8 @@ from specscale.models.vit.channels import model_input
 from specscale.models.vit.encoder_file import save_encoder
 from specscale.models.vit.network import SpectrumViT
 from specscale.models.vit.params import ViTParams
-from specscale.models.vit.trainer import RunCounters, TrainState, ViTModel
+from specscale.models.vit.state import RunCounters, TrainState
+from specscale.models.vit.trainer import ViTModel
 from specscale.sim.observe import observe
 
 TASKS = ("msm", "denoise")
