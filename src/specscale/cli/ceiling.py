@@ -20,6 +20,8 @@ PREEMPTION = (
 
 
 def register(sub) -> None:
+    # long on purpose: one argparse declaration per option of the four reference commands, read as
+    # their --help is; splitting it would only scatter the table
     common = dict(data="dataset (.h5 from `specscale simulate`, or a study manifest .yaml)")
 
     p = sub.add_parser(
