@@ -44,6 +44,10 @@ class PfsStages:
         """Raise ConfigError naming ``where`` when the labels of ``prior`` ({label: (lo, hi)})
         leave what this simulator can evaluate (a synthetic atmosphere evaluates any labels)."""
 
+    def provenance(self) -> dict:
+        """What a dataset records about this simulator's inputs beyond its config (none here)."""
+        return {}
+
     # ---- fixed grids and maps (numpy, built once) ----------------------------------------------
     @cached_property
     def dln(self) -> float:
@@ -137,6 +141,7 @@ class AtmosphereBase(PfsStages, ABC):
     version's frozen config dataclass (grid, broadening, turbulence and median knobs shared).
     """
 
+    JACOBIAN = "autodiff of the dataset's simulator (float64)"
     NODE_STEP = 16  # fine pixels between Planck continuum nodes (linear between them: < 1e-5 in ln f)
     _COEFS = ("a_g", "c_g", "a_l", "c_l")  # the strong lines' pseudo-Voigt coefficients
 
