@@ -194,3 +194,23 @@ def test_bad_grids_are_refused(spectra, tmp_path):
     with pytest.raises(ConfigError, match="no BOSZ spectra"):
         (tmp_path / "empty").mkdir()
         read_grid(tmp_path / "empty")
+
+
+@pytest.mark.slow
+def test_tiny_sweep_on_a_bosz_grid(bosz_grid, tmp_path):
+    """The workflow's tiny sweep (ridge, two sizes, Fisher and Bayes references) on a dataset
+    simulated from the BOSZ-layout grid: it runs end to end and its ceiling comes by finite
+    differences on the interpolant."""
+    from test_workflow import TINY, snakemake
+
+    config = {**TINY, "atmosphere": {"version": "grid", "path": str(bosz_grid)}}
+    proc = snakemake(tmp_path, "--cores", "2", config=config, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    import xarray as xr
+
+    with h5py.File(tmp_path / "results/data/tiny.h5") as f:
+        assert f.attrs["simulator_version"].startswith("grid+") and f.attrs["grid_path"] == str(bosz_grid)
+    with xr.open_dataset(tmp_path / "results/ceiling/tiny/noise1_mag21.5.nc") as ceiling:
+        attrs = dict(ceiling.attrs)
+    assert "finite differences on the grid interpolant" in str(attrs), attrs
+    assert (tmp_path / "results/cells/tiny/noise1/mag21.5/ridge/n400/s0/metrics.json").exists()
