@@ -33,14 +33,13 @@ def forward_jacobian(flux_fn, theta: torch.Tensor) -> tuple[torch.Tensor, torch.
 
 
 class SimulatorJacobian:
-    """J of a synthetic dataset's stars by autodiff of its simulator (``SyntheticAtmosphere.jacobian``),
-    float64."""
-
-    method = "autodiff of the dataset's simulator (float64), checked against the stored flux"
+    """J of a synthetic dataset's stars from its simulator's ``jacobian``, float64: autodiff for
+    versions 1 and 2, central finite differences on the interpolant for a model grid."""
 
     def __init__(self, source: Source, config: FisherConfig):
         self.source, self.config = source, config
         self.model = simulator_of(source)
+        self.method = f"{self.model.JACOBIAN}, checked against the stored flux"
         self.device = torch.device(resolve_device(config.device, "fisher.device"))
 
     def __call__(self, split: str, rows: np.ndarray, stored_flux: np.ndarray) -> np.ndarray:

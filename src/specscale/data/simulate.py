@@ -38,6 +38,7 @@ from specscale.core.hardware import resolve_device
 from specscale.core.vocab import LABELS, PRIORS, SPLIT_CODE, SPLITS
 from specscale.data.synthetic import SYNTHETIC_FORMAT
 from specscale.sim.atmosphere import AtmosphereConfig
+from specscale.sim.atmosphere_grid import GridAtmosphereConfig
 from specscale.sim.atmosphere_v2 import AtmosphereV2Config
 from specscale.sim.observe import ObservingConfig
 from specscale.sim.versions import DEFAULT_VERSION, atmosphere_config, make_atmosphere, simulator_version
@@ -79,8 +80,8 @@ class SimulationConfig:
 
 
 def simulation_configs(config: dict, **overrides):
-    """(SimulationConfig, ObservingConfig, AtmosphereConfig or AtmosphereV2Config by
-    ``atmosphere.version``) from a loaded config dict plus command-line overrides (None values
+    """(SimulationConfig, ObservingConfig, AtmosphereConfig, AtmosphereV2Config or
+    GridAtmosphereConfig by ``atmosphere.version``) from a loaded config dict plus command-line overrides (None values
     are ignored)."""
     sim = dict(section(config, "simulation"))
     sim.update({k: v for k, v in overrides.items() if v is not None})
@@ -119,7 +120,7 @@ def simulate(
     out,
     sim: SimulationConfig,
     obs: ObservingConfig | None = None,
-    atm: AtmosphereConfig | AtmosphereV2Config | None = None,
+    atm: AtmosphereConfig | AtmosphereV2Config | GridAtmosphereConfig | None = None,
     progress: bool = True,
 ) -> str:
     """Simulate train/val/test and write ``out``; returns the content hash."""
@@ -137,6 +138,7 @@ def simulate(
 
 def _simulate(out: Path, sim: SimulationConfig, obs: ObservingConfig, atm, progress: bool) -> str:
     model = make_atmosphere(atm)
+    model.check_prior(PRIORS[sim.prior], f"simulation.prior={sim.prior!r}")
     device = torch.device(resolve_device(sim.device, "simulation.device"))
     wave = model.instrument.wave
     config = {"simulation": to_jsonable(sim), "observation": to_jsonable(obs), "atmosphere": to_jsonable(atm)}
@@ -200,6 +202,7 @@ def _simulate(out: Path, sim: SimulationConfig, obs: ObservingConfig, atm, progr
                     "simulator_version": f"{simulator_version(atm)}+atm.{config_hash(config['atmosphere'])}",
                     "specscale_version": __version__,
                     "content_hash": content_hash,
+                    **model.provenance(),
                     "label_names": ",".join(LABELS),
                     "units": "wave: vacuum Angstrom; flux: median-normalised; teff K; logg, mh, am dex; mag HSC-i AB",
                 }

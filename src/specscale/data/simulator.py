@@ -7,11 +7,11 @@ import numpy as np
 
 from specscale.core.vocab import LABELS, PRIORS
 from specscale.data.sources import DataError, Source
-from specscale.sim.atmosphere_base import AtmosphereBase
+from specscale.sim.atmosphere_base import PfsStages
 from specscale.sim.versions import atmosphere_config, make_atmosphere
 
 
-def simulator_of(source: Source) -> AtmosphereBase:
+def simulator_of(source: Source) -> PfsStages:
     """The simulator that wrote a synthetic dataset (its stored ``atmosphere`` config; version 1
     when it has no ``version`` key, as every file written before version 2 existed)."""
     cfg = getattr(source, "config", None)

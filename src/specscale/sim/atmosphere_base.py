@@ -7,6 +7,8 @@ version 2) supplies only its line opacity: the per-star laws (``_star_laws``), h
 columns of the weak-line map (``_weak_columns`` and their tangents ``_weak_jvp``), that map
 itself (``_weak_ln``) and the tensors it needs (``_model_tensors``). Every stage here is smooth
 in (Teff K, log g dex, [M/H] dex, [alpha/M] dex), so the Fisher ceiling can differentiate it.
+:class:`PfsStages` holds the stages from fine-grid f_lambda on, which the model-grid source
+(:mod:`specscale.sim.atmosphere_grid`) shares too.
 """
 
 from __future__ import annotations
@@ -28,43 +30,23 @@ C_A_PER_S = 2.99792458e18
 HC_OVER_K = 1.438777e8  # h c / k in Angstrom K
 
 
-class AtmosphereBase(ABC):
-    """Batched, differentiable forward model. ``flux(theta)`` is the public entry point.
-
-    theta: tensor (..., 4) of (Teff K, log g dex, [M/H] dex, [alpha/M] dex). ``config`` is the
-    version's frozen config dataclass (grid, broadening, turbulence and median knobs shared).
-    """
-
-    NODE_STEP = 16  # fine pixels between Planck continuum nodes (linear between them: < 1e-5 in ln f)
-    _COEFS = ("a_g", "c_g", "a_l", "c_l")  # the strong lines' pseudo-Voigt coefficients
+class PfsStages:
+    """The fixed stages every simulator shares, from f_lambda on the fine ln(lambda) grid to the
+    PFS pixels: LSF and pixel map, HSC-i weights, median normalisation. ``config`` needs
+    ``wave_min``/``wave_max`` (vacuum A), ``step_kms`` and ``median_width``."""
 
     def __init__(self, config, instrument: Instrument | None = None):
         self.config = config
         self.instrument = instrument or Instrument()
         self._cache: dict = {}
 
-    # ---- what a version supplies ---------------------------------------------------------------
-    @abstractmethod
-    def _model_tensors(self, T: dict, dtype, device) -> None:
-        """Add the version's fixed tensors to ``T`` (built once per dtype and device)."""
+    def check_prior(self, prior: dict, where: str) -> None:
+        """Raise ConfigError naming ``where`` when the labels of ``prior`` ({label: (lo, hi)})
+        leave what this simulator can evaluate (a synthetic atmosphere evaluates any labels)."""
 
-    @abstractmethod
-    def _star_laws(self, theta: torch.Tensor, T) -> dict[str, torch.Tensor]:
-        """Everything per star that the line opacity needs (small tensors, (B, ...) each), the
-        strong lines' pseudo-Voigt coefficients ``a_g, c_g, a_l, c_l`` (B, n_lines) among them."""
-
-    @abstractmethod
-    def _weak_columns(self, law, T) -> torch.Tensor:
-        """The weak-line map's inputs (n_weak, B) from the laws."""
-
-    @abstractmethod
-    def _weak_jvp(self, law, dlaw, T) -> torch.Tensor:
-        """The weak-line map's inputs and their tangents (n_weak, 5B): primal, then column
-        (k + 1) B + b along parameter k, from the laws and their tangents (4, B, ...)."""
-
-    @abstractmethod
-    def _weak_ln(self, weak: torch.Tensor, T) -> torch.Tensor:
-        """ln f_lambda contribution -tau_weak (n_fine, R) of the weak-line columns (n_weak, R)."""
+    def provenance(self) -> dict:
+        """What a dataset records about this simulator's inputs beyond its config (none here)."""
+        return {}
 
     # ---- fixed grids and maps (numpy, built once) ----------------------------------------------
     @cached_property
@@ -77,52 +59,6 @@ class AtmosphereBase(ABC):
         c = self.config
         n = int(math.ceil(math.log(c.wave_max / c.wave_min) / self.dln))
         return c.wave_min * np.exp((np.arange(n) + 0.5) * self.dln)
-
-    @property
-    def xi_max_kms(self) -> float:
-        """Turbulence sigma at log g = 1 (km/s): the width of the broad template set."""
-        c = self.config
-        return math.hypot(c.xi_dwarf_kms, c.xi_giant_kms)
-
-    def turbulence_kms(self, logg: torch.Tensor) -> torch.Tensor:
-        """Extra Gaussian sigma (km/s) of turbulent broadening; grows smoothly towards giants."""
-        c = self.config
-        return torch.sqrt(c.xi_dwarf_kms**2 + (c.xi_giant_kms * c.gravity_scale * (5.0 - logg) / 4.0) ** 2)
-
-    @cached_property
-    def _strong(self) -> dict:
-        """Strong lines (linelist.STRONG_LINES, then Paschen): per-line data, and their windows
-        padded per window size (a class) so profiles broadcast without gathers; each window column
-        has a fine-grid index (where it is added) and a smooth taper."""
-        rows = list(STRONG_LINES)
-        rows += [
-            ("H I", lam, "hydrogen", False, PASCHEN_LOG_S_REF, -12.09, PASCHEN_LOG_GAMMA_REF, 25.0) for lam in PASCHEN
-        ]
-        wave = self.fine_wave
-        lam_vac = air_to_vacuum(np.array([r[1] for r in rows]))
-        win = np.array([r[7] for r in rows])
-        classes, cols = [], []
-        for w in np.unique(win):
-            ids = np.flatnonzero(win == w)
-            n_w = int(np.ceil(w / (wave[-1] * self.dln))) * 2 + 1
-            centre = np.searchsorted(wave, lam_vac[ids])
-            idx = centre[:, None] + np.arange(n_w)[None, :] - n_w // 2
-            off = wave[idx] - lam_vac[ids][:, None]
-            classes.append((ids, off, window_taper(np.abs(off) / w)))
-            cols.append(idx.reshape(-1))
-        cls = np.array([r[2] for r in rows])
-        return {
-            "classes": classes,
-            "fine_index": np.concatenate(cols),
-            "lam": lam_vac,
-            "neutral": (cls == "neutral").astype(float),
-            "majority": (cls == "majority").astype(float),
-            "hydrogen": (cls == "hydrogen").astype(float),
-            "alpha": np.array([r[3] for r in rows], dtype=float),
-            "log_s": np.array([r[4] for r in rows]),
-            "tcoef": np.array([r[5] for r in rows]),
-            "log_gamma": np.array([r[6] for r in rows]),
-        }
 
     @cached_property
     def _pixel_matrix(self):
@@ -173,18 +109,119 @@ class AtmosphereBase(ABC):
         k = np.exp(-0.5 * (np.arange(-half, half + 1) / sig) ** 2)
         return k / k.sum()
 
+    def _pixel_flux(self, f_fine: torch.Tensor, T) -> torch.Tensor:
+        """LSF + pixel map: fine-grid flux (n_fine, R) -> PFS pixels, star-major (R, n_pix)."""
+        return SparseMatmul.apply(f_fine, T["pix"], T["pix_t"]).T.contiguous()
+
+    def _stage_tensors(self, dtype, device) -> dict:
+        """The fixed stages' tensors: fine grid, LSF+pixel map and its transpose, HSC-i weights."""
+        t = lambda a: torch.as_tensor(np.asarray(a), dtype=dtype, device=device)
+        m = self._pixel_matrix.tocoo()
+        return {
+            "wave": t(self.fine_wave),
+            "pix": csr_tensor(m, dtype, device),
+            "pix_t": csr_tensor(m.T.tocoo(), dtype, device),
+            "filter": t(self._filter_weights),
+        }
+
+    def _normalised(self, f_fine: torch.Tensor, T) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fine-grid f_lambda (n_fine, B) -> normalised PFS flux (B, n_pix) and fmed0 (B,): the
+        median f_lambda of the arm, erg s^-1 cm^-2 A^-1, for the star scaled to HSC-i AB 0."""
+        f_pix = self._pixel_flux(f_fine, T)
+        med = smoothed_median(f_pix, self.config.median_width)
+        fnu = T["filter"] @ f_fine
+        fmed0 = med / fnu * AB_ZERO_FNU
+        return f_pix / med[:, None], fmed0
+
+
+class AtmosphereBase(PfsStages, ABC):
+    """Batched, differentiable forward model. ``flux(theta)`` is the public entry point.
+
+    theta: tensor (..., 4) of (Teff K, log g dex, [M/H] dex, [alpha/M] dex). ``config`` is the
+    version's frozen config dataclass (grid, broadening, turbulence and median knobs shared).
+    """
+
+    JACOBIAN = "autodiff of the dataset's simulator (float64)"
+    NODE_STEP = 16  # fine pixels between Planck continuum nodes (linear between them: < 1e-5 in ln f)
+    _COEFS = ("a_g", "c_g", "a_l", "c_l")  # the strong lines' pseudo-Voigt coefficients
+
+    # ---- what a version supplies ---------------------------------------------------------------
+    @abstractmethod
+    def _model_tensors(self, T: dict, dtype, device) -> None:
+        """Add the version's fixed tensors to ``T`` (built once per dtype and device)."""
+
+    @abstractmethod
+    def _star_laws(self, theta: torch.Tensor, T) -> dict[str, torch.Tensor]:
+        """Everything per star that the line opacity needs (small tensors, (B, ...) each), the
+        strong lines' pseudo-Voigt coefficients ``a_g, c_g, a_l, c_l`` (B, n_lines) among them."""
+
+    @abstractmethod
+    def _weak_columns(self, law, T) -> torch.Tensor:
+        """The weak-line map's inputs (n_weak, B) from the laws."""
+
+    @abstractmethod
+    def _weak_jvp(self, law, dlaw, T) -> torch.Tensor:
+        """The weak-line map's inputs and their tangents (n_weak, 5B): primal, then column
+        (k + 1) B + b along parameter k, from the laws and their tangents (4, B, ...)."""
+
+    @abstractmethod
+    def _weak_ln(self, weak: torch.Tensor, T) -> torch.Tensor:
+        """ln f_lambda contribution -tau_weak (n_fine, R) of the weak-line columns (n_weak, R)."""
+
+    @property
+    def xi_max_kms(self) -> float:
+        """Turbulence sigma at log g = 1 (km/s): the width of the broad template set."""
+        c = self.config
+        return math.hypot(c.xi_dwarf_kms, c.xi_giant_kms)
+
+    def turbulence_kms(self, logg: torch.Tensor) -> torch.Tensor:
+        """Extra Gaussian sigma (km/s) of turbulent broadening; grows smoothly towards giants."""
+        c = self.config
+        return torch.sqrt(c.xi_dwarf_kms**2 + (c.xi_giant_kms * c.gravity_scale * (5.0 - logg) / 4.0) ** 2)
+
+    @cached_property
+    def _strong(self) -> dict:
+        """Strong lines (linelist.STRONG_LINES, then Paschen): per-line data, and their windows
+        padded per window size (a class) so profiles broadcast without gathers; each window column
+        has a fine-grid index (where it is added) and a smooth taper."""
+        rows = list(STRONG_LINES)
+        rows += [
+            ("H I", lam, "hydrogen", False, PASCHEN_LOG_S_REF, -12.09, PASCHEN_LOG_GAMMA_REF, 25.0) for lam in PASCHEN
+        ]
+        wave = self.fine_wave
+        lam_vac = air_to_vacuum(np.array([r[1] for r in rows]))
+        win = np.array([r[7] for r in rows])
+        classes, cols = [], []
+        for w in np.unique(win):
+            ids = np.flatnonzero(win == w)
+            n_w = int(np.ceil(w / (wave[-1] * self.dln))) * 2 + 1
+            centre = np.searchsorted(wave, lam_vac[ids])
+            idx = centre[:, None] + np.arange(n_w)[None, :] - n_w // 2
+            off = wave[idx] - lam_vac[ids][:, None]
+            classes.append((ids, off, window_taper(np.abs(off) / w)))
+            cols.append(idx.reshape(-1))
+        cls = np.array([r[2] for r in rows])
+        return {
+            "classes": classes,
+            "fine_index": np.concatenate(cols),
+            "lam": lam_vac,
+            "neutral": (cls == "neutral").astype(float),
+            "majority": (cls == "majority").astype(float),
+            "hydrogen": (cls == "hydrogen").astype(float),
+            "alpha": np.array([r[3] for r in rows], dtype=float),
+            "log_s": np.array([r[4] for r in rows]),
+            "tcoef": np.array([r[5] for r in rows]),
+            "log_gamma": np.array([r[6] for r in rows]),
+        }
+
     def _tensors(self, dtype, device) -> dict:
         """The fixed tensors of the shared stages plus the version's, per (dtype, device)."""
         key = (dtype, str(device))
         if key not in self._cache:
             t = lambda a: torch.as_tensor(np.asarray(a), dtype=dtype, device=device)
             st = self._strong
-            m = self._pixel_matrix.tocoo()
             T = {
-                "wave": t(self.fine_wave),
-                "pix": csr_tensor(m, dtype, device),
-                "pix_t": csr_tensor(m.T.tocoo(), dtype, device),
-                "filter": t(self._filter_weights),
+                **self._stage_tensors(dtype, device),
                 "s_classes": [
                     (torch.as_tensor(ids, device=device), t(off[..., None] ** 2), t(taper[..., None]))
                     for ids, off, taper in st["classes"]
@@ -244,25 +281,22 @@ class AtmosphereBase(ABC):
         ln[:, :n_c] += cont
         return ln
 
-    def _pixel_flux(self, f_fine: torch.Tensor, T) -> torch.Tensor:
-        """LSF + pixel map: fine-grid flux (n_fine, R) -> PFS pixels, star-major (R, n_pix)."""
-        return SparseMatmul.apply(f_fine, T["pix"], T["pix_t"]).T.contiguous()
-
     def spectrum(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised PFS flux (B, n_pix) and fmed0 (B,): the median f_lambda of the arm, in
         erg s^-1 cm^-2 A^-1, for the same star scaled to HSC-i AB magnitude 0."""
         shape = theta.shape[:-1]
         theta = theta.reshape(-1, 4)
         T = self._tensors(theta.dtype, theta.device)
+        flux, fmed0 = self._normalised(self.fine_flux(theta, T), T)
+        return flux.reshape(*shape, -1), fmed0.reshape(shape)
+
+    def fine_flux(self, theta: torch.Tensor, T=None) -> torch.Tensor:
+        """f_lambda (n_fine, B) on the fine grid (:attr:`fine_wave`, vacuum A) for theta (B, 4),
+        relative to the continuum at 8000 A: what a model grid written from this simulator holds."""
+        T = T or self._tensors(theta.dtype, theta.device)
         law = self._star_laws(theta, T)
         lncont = self._log_continuum_nodes(theta[:, 0])
-        f_fine = torch.exp(self._ln_fine(self._weak_columns(law, T), lncont.T, self._profiles(law, T), T))
-        f_pix = self._pixel_flux(f_fine, T)
-        med = smoothed_median(f_pix, self.config.median_width)
-        fnu = T["filter"] @ f_fine
-        fmed0 = med / fnu * AB_ZERO_FNU
-        flux = f_pix / med[:, None]
-        return flux.reshape(*shape, -1), fmed0.reshape(shape)
+        return torch.exp(self._ln_fine(self._weak_columns(law, T), lncont.T, self._profiles(law, T), T))
 
     def flux(self, theta: torch.Tensor) -> torch.Tensor:
         """Median-normalised PFS flux (..., n_pix) for theta (..., 4); differentiable."""
