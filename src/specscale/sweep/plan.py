@@ -102,6 +102,14 @@ MEASURED: dict[str, list[Cost]] = {
         Cost(5.0, 396 / 96000, "spectrum_epochs", source="198 s on 2 threads for 8k spectra x 12 epochs"),
     ],
     "train:vit": [
+        Cost(  # config/logg1m.yaml's Route A size: not measured, the measured rate / its FLOPs ratio
+            60.0,
+            4.5 / 15000,
+            "spectrum_epochs",
+            gpu=True,
+            when={"width": 384, "depth": 12, "mlp": 1536},
+            source="train:vit's rate x 4.5, the ratio of the encoder's matmul FLOPs per token (not measured)",
+        ),
         Cost(
             60.0,
             1 / 15000,
