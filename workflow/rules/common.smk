@@ -123,7 +123,9 @@ def encoder_of_cell(wildcards):
 
 def pretrain_options(name):
     """``--noise X --mag M --seed S`` of pre-training run ``name``."""
-    return " ".join(f"--{k} {shlex.quote(v)}" for k, v in SWEEP.pretrains[name].cli_args().items())
+    return " ".join(
+        f"--{k} {shlex.quote(v)}" for k, v in SWEEP.pretrains[name].cli_args().items()
+    )
 
 
 def ceiling_option(wildcards, input):

@@ -116,7 +116,7 @@ def sigma_table(ds: xr.Dataset) -> list[str]:
 
 def _metric_label(metric: str) -> str:
     name = metric.removesuffix("_top20")
-    label = {"r2": "R²", "mae": "MAE", "rmse": "RMSE", "bias": "bias"}[name]
+    label = {"r2": "R²", "mae": "MAE", "rmse": "RMSE", "bias": "bias", "bias_cond": "conditional bias"}[name]
     return label + (" (top 20% S/N)" if metric.endswith("_top20") else "")
 
 
@@ -142,7 +142,7 @@ def decision_table(ds: xr.Dataset) -> list[str]:
     rows = []
     for h in hyps:
         sel = ds.sel(hypothesis=h.name)
-        unit = " dex" if h.metric.removesuffix("_top20") in ("mae", "rmse", "bias") else ""
+        unit = " dex" if h.metric.removesuffix("_top20") in ("mae", "rmse", "bias", "bias_cond") else ""
         for noise in ds.noise.values.tolist():
             for mag in ds.mag.values.tolist():
                 for n_train in ds.n_train.values.tolist():

@@ -10,6 +10,7 @@ A cell is a :class:`~specscale.core.vocab.Cell`; the sweep's dataset is ``Sweep.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from collections.abc import Mapping
@@ -95,6 +96,7 @@ class Sweep:
     cells: list[Cell]
     specs: Mapping[str, ModelSpec]
     pretrains: Mapping[str, PretrainRun]
+    pretrain_links: Mapping[str, str]  # model -> the pre-training run it starts from
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Sweep:
@@ -110,12 +112,26 @@ class Sweep:
         specs.update(check_variants(config, dataset))
         pretrains = resolve_runs(config)
         check_links(specs, pretrains, info.n_train)
+        links = {m: run_of(spec, pretrains) for m, spec in specs.items() if run_of(spec, pretrains)}
+        for model, run in links.items():  # as the train job sees it: the run's encoder file
+            path = encoder_file(config["results"]["dir"], dataset, run)
+            specs[model] = dataclasses.replace(
+                specs[model], params=dataclasses.replace(specs[model].params, pretrain=path)
+            )
         check_against_dataset(config, dataset, info)
         check_package_sections(config)
         cells = grid_cells(config)
         check_hypotheses(config, cells)
         check_report_models(config, cells)
-        return cls(config=config, dataset=dataset, dataset_info=info, cells=cells, specs=specs, pretrains=pretrains)
+        return cls(
+            config=config,
+            dataset=dataset,
+            dataset_info=info,
+            cells=cells,
+            specs=specs,
+            pretrains=pretrains,
+            pretrain_links=links,
+        )
 
     # ------------------------------------------------------------------ models
     def spec(self, model: str) -> ModelSpec:
@@ -136,7 +152,7 @@ class Sweep:
     # ------------------------------------------------------------------ pre-training
     def pretrain_of(self, model: str) -> str | None:
         """The pre-training run a model of the config starts from (None: none of the section's)."""
-        return run_of(self.specs[model], self.pretrains)
+        return self.pretrain_links.get(model)
 
     def encoder_file(self, run: str) -> str:
         """The encoder file pre-training run ``run`` writes (the workflow's output path)."""
@@ -258,7 +274,7 @@ class Sweep:
         run = self.pretrain_of(key)
         if run is not None:  # the run's name becomes its encoder file, an input of the model's jobs
             where = out["variants"][key].setdefault("params", {}) if spec.is_variant else out["models"][spec.base]
-            where["pretrain"] = self.encoder_file(run)
+            where["pretrain"] = spec.params.pretrain
         if spec.tracked:
             out["wandb"] = section(self.config, "wandb")
         return out

@@ -116,7 +116,7 @@ MEASURED: dict[str, list[Cost]] = {
             "spectrum_epochs",
             gpu=True,
             source="15,000 spectra/s training on one H200, streamed loader (RESULTS-models.md)",
-        )
+        ),
     ],
     # pre-training: a masked-reconstruction step costs about a supervised step of the same ViT (the
     # same encoder forward and backward; the linear reconstruction head is ~1% of it): estimated so
