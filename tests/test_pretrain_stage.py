@@ -8,6 +8,8 @@ hypothesis."""
 from __future__ import annotations
 
 import copy
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -202,3 +204,45 @@ def test_tiny_sweep_pretrains_fine_tunes_and_decides(tmp_path):
         assert np.isfinite(cube["bias_cond"].sel(model="vt-msm")).any()
     report = (tmp_path / "results/report.md").read_text()
     assert "| msm_helps:" in report and "| msm_bias_cond:" in report
+
+
+class _SigtermAt:
+    """A Tracker stand-in that sends this process SIGTERM when it logs step ``step``'s loss."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def __call__(self, *args, **kwargs):  # built by the command like a Tracker
+        return self
+
+    def log(self, values: dict, step: int | None = None) -> None:
+        if step == self.step and "train/loss" in values:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def finish(self, exit_code: int = 0) -> None:
+        pass
+
+
+def test_pretrain_command_exits_75_on_sigterm_and_resumes_to_the_same_encoder(tiny_dataset, tmp_path, monkeypatch):
+    import torch
+
+    import specscale.sweep.tracking as tracking
+
+    config = tmp_path / "c.yaml"
+    run = {"base": "vit-tiny", "tasks": ["msm", "denoise"], "n_spectra": 128, "max_epochs": 3, "batch": 64}
+    models = {"vit-tiny": {**TINY_VIT, "batch": 64}}
+    config.write_text(yaml.safe_dump({"models": models, "pretrain": {"m": {**run, "val_spectra": 50, "log_every": 1}}}))
+
+    def cmd(out):
+        return ["pretrain", "m", "--data", str(tiny_dataset), "--config", str(config), "--out", str(tmp_path / out)]
+
+    common = ["--mag", "20.5-22.5", "--seed", "5", "--threads", "1", "--device", "cpu"]
+    assert main(cmd("full") + common) == 0
+    real = tracking.Tracker
+    monkeypatch.setattr(tracking, "Tracker", _SigtermAt(3))
+    assert main(cmd("cut") + common) == 75
+    assert not (tmp_path / "cut" / "encoder.pt").exists()
+    monkeypatch.setattr(tracking, "Tracker", real)
+    assert main(cmd("cut") + common) == 0
+    full, cut = (torch.load(tmp_path / d / "encoder.pt", weights_only=True)["encoder"] for d in ("full", "cut"))
+    assert full.keys() == cut.keys() and all(torch.equal(full[k], cut[k]) for k in full)
