@@ -196,10 +196,11 @@ def test_full_protocol_plan_and_packs(full_sweep):
     assert len(unpacked) == sum(1 for j in result["jobs"] if not j.local)
     cpu = [s for s in packed if not s.gpus]
     assert len(cpu) <= 150 < len(cells)  # the CPU cells pack into < 150 SLURM jobs
-    assert sum(1 for s in packed if s.gpus) == sum(1 for j in cells if j.rule == "train_vit")  # ViT: one each
+    gpu_jobs = [j for j in result["jobs"] if j.rule in ("train_vit", "pretrain")]
+    assert sum(1 for s in packed if s.gpus) == len(gpu_jobs)  # ViT cells and pre-training: one each
     assert all(s.threads <= 16 for s in packed)
     text = format_plan(result, packing, name="logg1m")
-    assert "longest pack: cpu_lightgbm" in text and re.search(r"^total\s+1,5\d\d ", text, re.M)
+    assert "longest pack: cpu_lightgbm" in text and re.search(r"^total\s+1,7\d\d ", text, re.M)
 
 
 def test_cli_prints_the_plan(capsys):

@@ -17,7 +17,7 @@ from specscale.cli import main as cli_main
 from specscale.core.vocab import Cell
 from specscale.report.figures import FIGURES
 from specscale.report.information import information_data
-from specscale.report.markdown import render_report
+from specscale.report.markdown import dg1_verdict, render_report
 from specscale.report.plots import plot_all
 from specscale.report.queries import headline
 from specscale.sweep.cube import collect, open_cube, write_cube
@@ -220,6 +220,15 @@ def test_headline_gap_is_the_bayes_reference_minus_the_best(rich_cube):
         assert srow["√mean CRLB (dex)"] == f"{row['crlb_rmse']:.3f}"
         assert srow["RMSE / √mean CRLB"] == f"{row['rmse_over_crlb']:.2f}"
         assert srow["RMSE / RMSE Bayes"] == f"{row['rmse_over_bayes']:.2f}"
+        crlb_says = "keep improving the model" if row["rmse_over_crlb"] > 2 else "physical priors"
+        assert srow["DG1 verdict"].startswith(crlb_says)
+
+
+def test_dg1_verdict_follows_the_threshold_of_two():
+    assert dg1_verdict(2.5, 2.2) == "keep improving the model"
+    assert dg1_verdict(1.4, 1.1) == "physical priors"
+    assert dg1_verdict(2.5, 1.5) == "keep improving the model (vs Bayes: physical priors)"
+    assert dg1_verdict(float("nan"), 1.5) == "physical priors" and dg1_verdict(None, None) == "–"
 
 
 def test_report_decision_table_lists_every_evaluated_cell(rich_cube):

@@ -40,6 +40,7 @@ CEILING_WINDOW = (
 BAYES_WINDOW = f"{R}/bayes/{{dataset}}/window_{{window}}/noise{{noise}}_mag{{mag}}.nc"
 CURVES = f"{R}/ceiling/{{dataset}}/curves.nc"
 INFORMATION = f"{R}/ceiling/{{dataset}}/information.nc"
+PRETRAIN = f"{R}/pretrain/{{dataset}}/{{name}}/encoder.pt"
 CUBE = f"{R}/cube.nc"
 PLOTS = f"{R}/plots"
 REPORT = f"{R}/report.md"
@@ -114,6 +115,19 @@ def ceiling_of_cell(wildcards):
     return ancient(CEILING.format(**dict(wildcards)))
 
 
+def encoder_of_cell(wildcards):
+    """The encoder file a fine-tuned ViT's cell starts from (rule pretrain's output), or nothing."""
+    run = SWEEP.pretrain_of(wildcards.model)
+    return [] if run is None else SWEEP.encoder_file(run)
+
+
+def pretrain_options(name):
+    """``--noise X --mag M --seed S`` of pre-training run ``name``."""
+    return " ".join(
+        f"--{k} {shlex.quote(v)}" for k, v in SWEEP.pretrains[name].cli_args().items()
+    )
+
+
 def ceiling_option(wildcards, input):
     """``--ceiling FILE`` for a job that has a ceiling input (train_vit), else nothing."""
     ceiling = getattr(input, "ceiling", None)
@@ -126,6 +140,7 @@ def final_outputs():
     """
     return (
         [cell_path(c, "metrics.json") for c in SWEEP.cells]
+        + [SWEEP.encoder_file(name) for name in SWEEP.pretrain_runs]
         + ceiling_files()
         + bayes_files()
         + window_files(CEILING_WINDOW)
@@ -143,6 +158,18 @@ def scaled(stage, key):
         spec = resources.job_spec(SWEEP, stage, getattr(wildcards, "model", None))
         n_train = int(getattr(wildcards, "n_train", 0))
         return resources.scaled(spec, key, n_train, attempt)
+
+    return value
+
+
+def pretrain_resource(key):
+    """A pre-training job's memory or runtime: grows with its n_spectra (the dataset's train
+    split when unset) and the attempt."""
+
+    def value(wildcards, attempt):
+        run = SWEEP.pretrains[wildcards.name]
+        n = run.n_spectra or SWEEP.dataset_info.n_train
+        return resources.scaled(resources.job_spec(SWEEP, "pretrain"), key, n, attempt)
 
     return value
 

@@ -12,7 +12,7 @@ rule config_file:
     benchmark:
         f"{BENCH}/config_file/{{name}}.tsv"
     wildcard_constraints:
-        name=r"fisher|sweep|data/[A-Za-z0-9_]+|model/[A-Za-z0-9_.-]+",
+        name=r"fisher|sweep|data/[A-Za-z0-9_]+|model/[A-Za-z0-9_.-]+|pretrain/[A-Za-z0-9_]+",
     localrule: True
     conda:
         "../envs/specscale.yaml"

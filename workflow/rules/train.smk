@@ -42,6 +42,7 @@ use rule train as train_vit with:
         data=dataset_file,
         config=f"{CONFIGS}/model/{{model}}.yaml",
         ceiling=ceiling_of_cell,
+        encoder=encoder_of_cell,
     wildcard_constraints:
         model=alternatives(SWEEP.vit_models),
     resources:

@@ -1,5 +1,5 @@
 """``specscale`` command line. Each stage's module registers its own subcommands, so the CLI is a
-table of contents: data (simulate, snr), models (train), ceiling (fisher, fisher-curves),
+table of contents: data (simulate, snr), models (train, pretrain), ceiling (fisher, fisher-curves),
 sweep (cube, plot, report, agents, install-profile), plan (a sweep's cost before it is submitted)."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from specscale.core.preemption import EXIT_PREEMPTED, Preempted, stop_signals
 COMMAND_MODULES = (
     "specscale.cli.data",
     "specscale.cli.train",
+    "specscale.cli.pretrain",
     "specscale.cli.ceiling",
     "specscale.cli.sweep",
     "specscale.cli.plan",

@@ -12,6 +12,13 @@ test stars whose true log g lies inside the central 68% / 95% Gaussian interval
 y_pred +- z sigma_pred (z = 0.994 / 1.960), ``z2_mean`` is the mean of z^2 = ((y_pred - y_true) /
 sigma_pred)^2 (1 when the sigmas are right, > 1 over-confident, < 1 under-confident), and
 ``sigma_median`` the median predicted sigma (dex); the same per S/N bin.
+
+``bias_cond`` (dex), the conditional bias: the test stars are binned by their true Teff and [M/H]
+(4 x 4 fixed bins over the lowT prior, :data:`COND_TEFF_EDGES`, :data:`COND_MH_EDGES`; stars
+outside fall in the edge bins), the mean log g residual is taken per bin with at least
+:data:`COND_MIN_STARS` stars, and ``bias_cond`` is the star-weighted RMS of those means,
+sqrt(sum_b n_b mean_b^2 / sum_b n_b): how much of the error is a systematic shift that depends on
+the other labels (confusion of log g with Teff and [M/H]), the study's DG5 criterion.
 """
 
 from __future__ import annotations
@@ -19,11 +26,14 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import ndtri
 
-from specscale.core.vocab import SNR_EDGES
+from specscale.core.vocab import LABELS, PRIORS, SNR_EDGES
 
 TOP_FRACTION = 0.2
 COVERAGE_LEVELS = {"cover68": 0.68, "cover95": 0.95}  # key -> central probability of the interval
 CALIBRATION_KEYS = (*COVERAGE_LEVELS, "z2_mean", "sigma_median")
+COND_TEFF_EDGES = np.linspace(*PRIORS["lowT"]["teff"], 5)  # K
+COND_MH_EDGES = np.linspace(*PRIORS["lowT"]["mh"], 5)  # dex
+COND_MIN_STARS = 5  # a bin's mean residual counts from this many stars on
 
 
 def r2_score(y_true, y_pred) -> float:
@@ -64,10 +74,43 @@ def top_snr_mask(snr, fraction: float = TOP_FRACTION) -> np.ndarray:
     return mask
 
 
-def evaluate(y_true, y_pred, snr, sigma_pred=None) -> dict:
+def label_bins(labels) -> np.ndarray:
+    """The Teff x [M/H] bin (0 .. 15) of each star from its (n, 4) labels (teff K, logg, mh, am dex)."""
+    labels = np.asarray(labels, np.float64)
+    t = np.clip(np.digitize(labels[:, LABELS.index("teff")], COND_TEFF_EDGES[1:-1]), 0, 3)
+    m = np.clip(np.digitize(labels[:, LABELS.index("mh")], COND_MH_EDGES[1:-1]), 0, 3)
+    return t * 4 + m
+
+
+def conditional_bias_rows(weights, err, groups) -> np.ndarray:
+    """The conditional bias (module docstring) of every column of ``err`` (n, c) residuals (dex)
+    for every row of star ``weights`` (r, n) (ones, or a bootstrap's counts), stars binned by
+    ``groups`` (n,) (:func:`label_bins`): (r, c); NaN where no bin has enough stars."""
+    weights, err = np.asarray(weights, np.float64), np.asarray(err, np.float64).reshape(len(groups), -1)
+    onehot = np.zeros((len(groups), 16))
+    onehot[np.arange(len(groups)), groups] = 1.0
+    counts = weights @ onehot  # (r, 16)
+    use = counts >= COND_MIN_STARS
+    out = np.empty((weights.shape[0], err.shape[1]))
+    for c in range(err.shape[1]):
+        sums = weights @ (onehot * err[:, c : c + 1])  # (r, 16)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ms = np.where(use, sums * sums / np.where(use, counts, 1.0), 0.0).sum(axis=1)
+            out[:, c] = np.sqrt(ms / np.where(use, counts, 0.0).sum(axis=1))
+    return out
+
+
+def conditional_bias(y_true, y_pred, labels) -> float:
+    """``bias_cond`` (dex) of one set of stars with their (n, 4) true ``labels``."""
+    err = np.asarray(y_pred, np.float64) - np.asarray(y_true, np.float64)
+    return float(conditional_bias_rows(np.ones((1, err.size)), err[:, None], label_bins(labels))[0, 0])
+
+
+def evaluate(y_true, y_pred, snr, sigma_pred=None, labels=None) -> dict:
     """All accuracy metrics of one cell: overall, top-20% S/N, and per S/N bin; with
     ``sigma_pred`` (predicted 1-sigma, dex) also the calibration metrics (:func:`calibration`),
-    overall and as extra lists in ``snr_bins``."""
+    overall and as extra lists in ``snr_bins``; with the stars' (n, 4) true ``labels`` also the
+    conditional bias ``bias_cond`` (dex)."""
     y_true, y_pred, snr = (np.asarray(a, np.float64) for a in (y_true, y_pred, snr))
     if not (y_true.shape == y_pred.shape == snr.shape):
         raise ValueError("y_true, y_pred and snr must have the same shape")
@@ -85,6 +128,8 @@ def evaluate(y_true, y_pred, snr, sigma_pred=None) -> dict:
         "n": [int((bins == i).sum()) for i in range(len(SNR_EDGES) - 1)],
     }
     out["snr_median"] = float(np.median(snr))
+    if labels is not None:
+        out["bias_cond"] = conditional_bias(y_true, y_pred, labels)
     if sigma_pred is not None:
         cal = calibration(y_true, y_pred, sigma_pred, snr)
         out["snr_bins"].update(cal.pop("snr_bins"))

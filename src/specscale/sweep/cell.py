@@ -263,7 +263,7 @@ def score(plan: CellPlan, run: CellRun) -> dict:
     """The metrics.json content of a fitted cell: its metrics (with calibration when the model
     predicts a sigma), timing, model info, params, provenance, data and ceiling gap."""
     source, spec = plan.source, plan.spec
-    metrics = evaluate(run.labels[:, LOGG], run.pred, run.snr, sigma_pred=run.sigma)
+    metrics = evaluate(run.labels[:, LOGG], run.pred, run.snr, sigma_pred=run.sigma, labels=run.labels)
     prov = provenance(config=plan.effective, dataset_id=source.dataset_id, seed=plan.cell.seed, device=plan.device)
     prov["n_threads"] = plan.n_threads
     result = {

@@ -39,6 +39,7 @@ UNITS = {
     "mae": "dex",
     "rmse": "dex",
     "bias": "dex (predicted - true)",
+    "bias_cond": "dex (RMS over Teff x [M/H] bins of the mean residual)",
     "mae_top20": "dex",
     "rmse_top20": "dex",
     "bias_top20": "dex",

@@ -25,6 +25,7 @@ SCALAR_METRICS = (
     "mae",
     "rmse",
     "bias",
+    "bias_cond",
     "n",
     "r2_top20",
     "mae_top20",

@@ -10,6 +10,7 @@ A cell is a :class:`~specscale.core.vocab.Cell`; the sweep's dataset is ``Sweep.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from collections.abc import Mapping
@@ -39,6 +40,7 @@ from specscale.sweep.checks import (
     simulation_sections,
 )
 from specscale.sweep.hypotheses import check_hypotheses
+from specscale.sweep.pretraining import PretrainRun, check_links, encoder_file, resolve_runs, run_of
 
 
 def window_id(spec) -> str:
@@ -93,6 +95,8 @@ class Sweep:
     dataset_info: DatasetInfo
     cells: list[Cell]
     specs: Mapping[str, ModelSpec]
+    pretrains: Mapping[str, PretrainRun]
+    pretrain_links: Mapping[str, str]  # model -> the pre-training run it starts from
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Sweep:
@@ -106,12 +110,28 @@ class Sweep:
         info = describe_dataset(config, dataset)
         specs = check_models(config)
         specs.update(check_variants(config, dataset))
+        pretrains = resolve_runs(config)
+        check_links(specs, pretrains, info.n_train)
+        links = {m: run_of(spec, pretrains) for m, spec in specs.items() if run_of(spec, pretrains)}
+        for model, run in links.items():  # as the train job sees it: the run's encoder file
+            path = encoder_file(config["results"]["dir"], dataset, run)
+            specs[model] = dataclasses.replace(
+                specs[model], params=dataclasses.replace(specs[model].params, pretrain=path)
+            )
         check_against_dataset(config, dataset, info)
         check_package_sections(config)
         cells = grid_cells(config)
         check_report_models(config, cells)
         check_hypotheses(config, cells)
-        return cls(config=config, dataset=dataset, dataset_info=info, cells=cells, specs=specs)
+        return cls(
+            config=config,
+            dataset=dataset,
+            dataset_info=info,
+            cells=cells,
+            specs=specs,
+            pretrains=pretrains,
+            pretrain_links=links,
+        )
 
     # ------------------------------------------------------------------ models
     def spec(self, model: str) -> ModelSpec:
@@ -128,6 +148,21 @@ class Sweep:
     def cpu_models(self) -> tuple[str, ...]:
         """The other models of the grid (rule train)."""
         return tuple(m for m in self.config["grid"]["model"] if not self.specs[m].tracked)
+
+    # ------------------------------------------------------------------ pre-training
+    def pretrain_of(self, model: str) -> str | None:
+        """The pre-training run a model of the config starts from (None: none of the section's)."""
+        return self.pretrain_links.get(model)
+
+    def encoder_file(self, run: str) -> str:
+        """The encoder file pre-training run ``run`` writes (the workflow's output path)."""
+        return encoder_file(self.config["results"]["dir"], self.dataset, run)
+
+    @property
+    def pretrain_runs(self) -> list[str]:
+        """The pre-training runs the grid's models start from, in section order: the jobs run."""
+        used = {self.pretrain_of(m) for m in self.cube_axes["model"]}
+        return [name for name in self.pretrains if name in used]
 
     # ------------------------------------------------------------------ derived axes
     @cached_property
@@ -219,7 +254,9 @@ class Sweep:
         """What the config file ``results/configs/<name>.yaml`` holds: ``data/<dataset>`` the
         simulate sections, ``model/<model>`` its ``models.<model>`` (and the ``wandb`` section for
         the tracked models), for a variant ``variants.<variant>`` and its base's ``models.<base>``,
-        ``fisher`` the fisher section, ``sweep`` the whole config (``specscale collect``)."""
+        ``fisher`` the fisher section, ``sweep`` the whole config (``specscale collect``),
+        ``pretrain/<run>`` the run's entry, its base's model (and variant) sections and ``wandb``.
+        A model's ``pretrain`` naming a run is written as that run's encoder file."""
         if name == "fisher":
             return {"fisher": section(self.config, "fisher")}
         if name == "sweep":
@@ -227,10 +264,17 @@ class Sweep:
         kind, key = name.split("/", 1)
         if kind == "data":
             return self.simulation_sections(key)
+        if kind == "pretrain":
+            run = self.pretrains[key]
+            return {**self.config_sections(f"model/{run.base}"), "pretrain": {key: self.config["pretrain"][key]}}
         spec = self.specs[key]
-        out = {"models": {spec.base: section(self.config, "models", spec.base)}}
+        out = {"models": {spec.base: dict(section(self.config, "models", spec.base))}}
         if spec.is_variant:
-            out["variants"] = {key: spec.definition}
+            out["variants"] = {key: json.loads(json.dumps(spec.definition))}
+        run = self.pretrain_of(key)
+        if run is not None:  # the run's name becomes its encoder file, an input of the model's jobs
+            where = out["variants"][key].setdefault("params", {}) if spec.is_variant else out["models"][spec.base]
+            where["pretrain"] = spec.params.pretrain
         if spec.tracked:
             out["wandb"] = section(self.config, "wandb")
         return out

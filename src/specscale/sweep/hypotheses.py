@@ -54,7 +54,7 @@ from specscale.sweep.checks import config_error
 if TYPE_CHECKING:  # the cube's type only: the workflow imports this module at parse time
     import xarray as xr
 
-METRICS = ("r2", "mae", "rmse", "bias", "r2_top20", "mae_top20", "rmse_top20", "bias_top20")
+METRICS = ("r2", "mae", "rmse", "bias", "bias_cond", "r2_top20", "mae_top20", "rmse_top20", "bias_top20")
 CHANGES = ("absolute", "relative")
 OPS = ("<=", "<", ">=", ">")
 REQUIRED = ("question", "base", "variant", "metric", "op", "threshold")
@@ -238,6 +238,10 @@ def _metric_rows(weights: np.ndarray, y: np.ndarray, q: dict[str, np.ndarray], m
     """``metric`` of every column of the errors for every row of star weights (counts of a
     resample, summing to the number of stars): (replicates, stars) -> (replicates, columns)."""
     n = weights.sum(axis=1, keepdims=True)
+    if metric == "bias_cond":
+        from specscale.models.metrics import conditional_bias_rows  # here: it imports scipy
+
+        return conditional_bias_rows(weights, q["err"], q["groups"])
     if metric == "mae":
         return weights @ q["abs"] / n
     if metric == "bias":
@@ -269,6 +273,7 @@ def paired_bootstrap(
     n_boot: int = 1000,
     seed=0,
     paired_seeds: bool | None = None,
+    groups=None,
 ) -> PairedDifference:
     """Difference of ``metric`` (variant - base, or relative to |base|) with a percentile
     confidence interval from a paired two-stage bootstrap.
@@ -279,12 +284,18 @@ def paired_bootstrap(
     seeds with replacement; the model's metric is the mean over its drawn seeds. ``paired_seeds``
     (default: S_b == S_v > 1) draws the same seed indices for both models (columns j are the same
     seed). ``metric`` is one of r2, mae, rmse, bias (restrict the arrays to the top-20% S/N stars
-    for the _top20 metrics); ``seed`` seeds numpy's generator (an int or a sequence of ints).
+    for the _top20 metrics), or bias_cond with ``groups`` (n,), the stars' Teff x [M/H] bins
+    (``specscale.models.metrics.label_bins``); ``seed`` seeds numpy's generator (an int or a
+    sequence of ints).
     Vectorised: (block, n) weight matrices times the (n, S_b + S_v) error columns."""
     y = np.asarray(y_true, np.float64)
     pb, pv = (np.asarray(p, np.float64).reshape(len(y), -1) for p in (pred_base, pred_variant))
-    if metric not in ("r2", "mae", "rmse", "bias"):
-        raise ValueError(f"metric {metric!r}: one of r2, mae, rmse, bias (top-20% metrics: restrict the stars)")
+    if metric not in ("r2", "mae", "rmse", "bias", "bias_cond"):
+        raise ValueError(
+            f"metric {metric!r}: one of r2, mae, rmse, bias, bias_cond (top-20% metrics: restrict the stars)"
+        )
+    if metric == "bias_cond" and groups is None:
+        raise ValueError("metric 'bias_cond' needs the stars' Teff x [M/H] bins (groups)")
     if change not in CHANGES:
         raise ValueError(f"change {change!r}: one of {CHANGES}")
     if y.ndim != 1 or y.size < 2:
@@ -297,7 +308,7 @@ def paired_bootstrap(
     if paired_seeds and sb != sv:
         raise ValueError(f"paired seeds need as many base as variant seeds, got {sb} and {sv}")
     err = np.hstack([pb, pv]) - y[:, None]
-    q = {"err": err, "abs": np.abs(err), "sq": err * err}
+    q = {"err": err, "abs": np.abs(err), "sq": err * err, "groups": groups}
 
     point = _metric_rows(np.ones((1, n)), y, q, metric)[0]
     base, variant = float(point[:sb].mean()), float(point[sb:].mean())
@@ -323,13 +334,15 @@ def paired_bootstrap(
 
 # ---------------------------------------------------------------------------------------- files
 def read_predictions(path: str | Path) -> dict[str, np.ndarray]:
-    """rows, logg_true, logg_pred (dex) and snr of a cell's predictions.h5 (``specscale train``)."""
+    """rows, logg_true, logg_pred (dex) and snr of a cell's predictions.h5 (``specscale train``),
+    and its (n, 4) true labels where it has them (the bias_cond metric needs them)."""
     import h5py  # here: the workflow imports this module at parse time
 
     path = Path(path)
     try:
         with h5py.File(path, "r") as f:
             out = {k: np.asarray(f[k]) for k in ("rows", "logg_true", "logg_pred", "snr")}
+            labels = np.asarray(f["labels"]) if "labels" in f else None
     except FileNotFoundError:
         raise PredictionsError(f"{path}: predictions file not found (needed by the hypotheses)") from None
     except (OSError, KeyError) as exc:
@@ -337,7 +350,18 @@ def read_predictions(path: str | Path) -> dict[str, np.ndarray]:
     sizes = {k: v.shape for k, v in out.items()}
     if len(set(sizes.values())) != 1 or out["rows"].ndim != 1:
         raise PredictionsError(f"{path}: datasets of different shapes {sizes}")
+    if labels is not None:
+        out["labels"] = labels
     return out
+
+
+def _label_bins(ref: dict, path: Path, keep) -> np.ndarray:
+    """The Teff x [M/H] bins of a cell's stars (metric bias_cond)."""
+    from specscale.models.metrics import label_bins  # here: it imports scipy
+
+    if "labels" not in ref:
+        raise PredictionsError(f"{path}: no labels dataset (metric bias_cond needs the true Teff and [M/H])")
+    return label_bins(ref["labels"][keep])
 
 
 def _same_stars(ref: dict, ref_path: Path, other: dict, path: Path) -> None:
@@ -410,6 +434,7 @@ def fold_hypotheses(
                         n_boot=h.n_boot,
                         seed=_rng_seed(h, noise, mag, n_train),
                         paired_seeds=have[h.base] == have[h.variant] and len(have[h.base]) > 1,
+                        groups=_label_bins(ref, ref_path, keep) if h.metric == "bias_cond" else None,
                     )
                     at = (h_i, i, j, k)
                     for name, value in (

@@ -60,6 +60,8 @@ def _job_units(sweep: Sweep, params) -> dict[str, Callable[[Mapping[str, Any]], 
         "oracle_fits": lambda job: info.n_test * params.n_starts * params.iterations,
         # the ViT: an upper bound, every epoch run (patience stops earlier)
         "spectrum_epochs": lambda job: job["n_train"] * params.max_epochs,
+        # pre-training: every epoch of its schedule over its n_spectra
+        "pretrain_epochs": lambda job: job["n_spectra"] * params.max_epochs,
     }
 
 
@@ -100,13 +102,29 @@ MEASURED: dict[str, list[Cost]] = {
         Cost(5.0, 396 / 96000, "spectrum_epochs", source="198 s on 2 threads for 8k spectra x 12 epochs"),
     ],
     "train:vit": [
+        Cost(  # config/logg1m.yaml's Route A size: not measured, the measured rate / its FLOPs ratio
+            60.0,
+            4.5 / 15000,
+            "spectrum_epochs",
+            gpu=True,
+            when={"width": 384, "depth": 12, "mlp": 1536},
+            source="train:vit's rate x 4.5, the ratio of the encoder's matmul FLOPs per token (not measured)",
+        ),
         Cost(
             60.0,
             1 / 15000,
             "spectrum_epochs",
             gpu=True,
             source="15,000 spectra/s training on one H200, streamed loader (RESULTS-models.md)",
-        )
+        ),
+    ],
+    # pre-training: a masked-reconstruction step costs about a supervised step of the same ViT (the
+    # same encoder forward and backward; the linear reconstruction head is ~1% of it): estimated so
+    "pretrain:vit-tiny": [
+        Cost(5.0, 396 / 96000, "pretrain_epochs", source="as train:vit-tiny (a supervised step's cost)"),
+    ],
+    "pretrain:vit": [
+        Cost(60.0, 1 / 15000, "pretrain_epochs", gpu=True, source="as train:vit (a supervised step's cost)"),
     ],
 }
 
@@ -129,7 +147,7 @@ class Job:
     @property
     def label(self) -> str:
         """The row of the job in the plan: its rule, with the model for a training job."""
-        model = self.wildcards.get("model")
+        model = self.wildcards.get("name" if self.rule == "pretrain" else "model")
         return f"{self.rule} {model}" if model else self.rule
 
     @property
@@ -150,6 +168,9 @@ def estimate(sweep: Sweep, rule: str, wildcards: Mapping[str, Any], costs=None) 
     if rule in ("train", "train_vit"):
         spec = sweep.spec(wildcards["model"])
         params, key = spec.params, f"train:{spec.base}"
+    elif rule == "pretrain":
+        run = sweep.pretrains[wildcards["name"]]
+        params, key = run.params, f"pretrain:{sweep.spec(run.base).base}"
     units = _job_units(sweep, params)
     for cost in costs.get(key, []):
         if params is not None and not _matches(params, cost.when):
@@ -164,8 +185,8 @@ def sweep_jobs(sweep: Sweep, costs=None) -> list[Job]:
 
     def add(rule: str, stage: str | None, wildcards: dict, model: str | None = None, threads=None) -> None:
         spec = resources.job_spec(sweep, stage, model) if stage else {"mem_mb": 200, "runtime": 2}
-        n = int(wildcards.get("n_train", 0))
-        gpus = resources.gpus(spec) if rule == "train_vit" else 0
+        n = int(wildcards.get("n_train", wildcards.get("n_spectra", 0)))
+        gpus = resources.gpus(spec) if rule in ("train_vit", "pretrain") else 0
         nthreads = resources.threads(spec) if threads is None else int(threads)
         seconds, gpu = estimate(sweep, rule, wildcards, costs)
         wall = None
@@ -185,7 +206,8 @@ def sweep_jobs(sweep: Sweep, costs=None) -> list[Job]:
         )
 
     ds = sweep.dataset
-    n_configs = 1 + len(sweep.cube_axes["model"]) + 2  # data/<dataset>, model/<each>, fisher, sweep
+    runs = sweep.pretrain_runs
+    n_configs = 1 + len(sweep.cube_axes["model"]) + 2 + len(runs)  # data/, model/<each>, fisher, sweep, pretrain/
     for i in range(n_configs):
         add("config_file", None, {"name": i}, threads=1)
     if sweep.config["datasets"][ds]["source"] == "synthetic":
@@ -199,6 +221,9 @@ def sweep_jobs(sweep: Sweep, costs=None) -> list[Job]:
     for window, noise, mag in sweep.window_cells:
         add("ceiling_window", "ceiling", {"dataset": ds, "window": window, "noise": noise, "mag": mag})
         add("bayes_window", "bayes", {"dataset": ds, "window": window, "noise": noise, "mag": mag})
+    for name in runs:
+        n_spectra = sweep.pretrains[name].n_spectra or sweep.dataset_info.n_train
+        add("pretrain", "pretrain", {"dataset": ds, "name": name, "n_spectra": n_spectra})
     vit = set(sweep.vit_models)
     for cell in sweep.cells:
         wildcards = {"dataset": ds, **cell.wildcards()}

@@ -12,4 +12,5 @@ WORKFLOW_SECTIONS = (
     "report",
     "sweep",
     "hypotheses",
+    "pretrain",
 )
