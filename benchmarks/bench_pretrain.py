@@ -39,15 +39,14 @@ def throughput(args, src) -> str:
     """Markdown of the pre-training vs supervised step rates."""
     import torch
 
-    from specscale.core.vocab import MagRange
+    from specscale.core.vocab import Cell
     from specscale.data.loader import MemoryBatches
-    from specscale.models.base import TrainCell
     from specscale.models.registry import model_params
     from specscale.models.vit import ViTModel
     from specscale.models.vit.pretrain import Pretrainer, PretrainParams
 
     vit = dataclasses.replace(model_params(args.model, {}), workers=0, dropout=0.1)
-    cell = TrainCell(noise=1.0, mag=MagRange.parse("20.5-22.5"), n_train=min(src.n("train"), 4 * vit.batch), seed=0)
+    cell = Cell(noise=1.0, mag="20.5-22.5", model="vit", n_train=min(src.n("train"), 4 * vit.batch), seed=0)
     models = {
         "supervised (MSE on log g)": ViTModel(vit, seed=0),
         "pre-training (msm + denoise)": Pretrainer(PretrainParams.like(vit, tasks=("msm", "denoise")), seed=0),
@@ -125,8 +124,7 @@ def probe(args, src) -> str:
     import numpy as np
     import torch
 
-    from specscale.core.vocab import LOGG, MagRange
-    from specscale.models.base import TrainCell
+    from specscale.core.vocab import LOGG, Cell, MagRange
     from specscale.models.registry import model_params
     from specscale.models.vit import ViTModel
     from specscale.models.vit.pretrain import ENCODER_NAME, PretrainParams, pretrain
@@ -140,7 +138,7 @@ def probe(args, src) -> str:
     info = pretrain(src, pre, n_spectra=args.n_pretrain, noise=noise, mag=args.mag, seed=0, workdir=work / "pre")
     t_pre = time.perf_counter() - t0
     probe_p = dataclasses.replace(vit, freeze=True, lr=args.probe_lr, max_epochs=args.probe_epochs, patience=0)
-    cell = TrainCell(noise=noise, mag=mag, n_train=args.n_label, seed=1)
+    cell = Cell(noise=noise, mag=mag, model="vit", n_train=args.n_label, seed=1)
     test = src.observed("test", np.arange(min(args.n_test, src.n("test"))), mag, noise)
     y = test.labels[:, LOGG].astype(np.float64)
     preds, t_probe, encoders = {}, {}, {}

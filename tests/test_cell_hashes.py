@@ -90,7 +90,10 @@ def cell_hashes(config: dict) -> tuple[dict, list[str]]:
 def test_every_cell_keeps_its_effective_config_and_hash(name):
     expected = FIXTURE[name]
     models, lines = cell_hashes(CONFIGS[name]())
-    assert sorted(models) == sorted(expected["models"])
+    # models added to a config since the fixture was made add cells; those it pins keep theirs
+    assert set(models) >= set(expected["models"])
+    models = {m: block for m, block in models.items() if m in expected["models"]}
+    lines = [line for line in lines if line.split("|", 1)[0] in expected["models"]]
     for model, block in models.items():  # a mismatch names the model
         assert block == expected["models"][model], model
     assert len(lines) == expected["n_cells"]

@@ -19,6 +19,7 @@ depend on the pre-training job and the cell's config hash covers a path, not a n
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -83,7 +84,7 @@ def resolve_run(config: Mapping[str, Any], name: str) -> PretrainRun:
     except ValueError as exc:
         raise ConfigError(f"{where}.mag: {exc}") from None
     overrides = {k: v for k, v in entry.items() if k not in JOB_KEYS}
-    known = set(PretrainParams.__dataclass_fields__)
+    known = {f.name for f in dataclasses.fields(PretrainParams)}
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ConfigError(
@@ -98,7 +99,7 @@ def resolve_run(config: Mapping[str, Any], name: str) -> PretrainRun:
 
 
 def _fields(params) -> dict[str, Any]:
-    return {k: getattr(params, k) for k in params.__dataclass_fields__}
+    return {f.name: getattr(params, f.name) for f in dataclasses.fields(params)}
 
 
 def resolve_runs(config: Mapping[str, Any]) -> dict[str, PretrainRun]:
