@@ -180,13 +180,7 @@ class Pretrainer(ViTModel):
         with self.autocast():
             pred = self.fwd(model_input(p, obs, err), mask)
         loss = self.objective(pred.float(), obs, flux, sigma, mask)["loss"]
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if p.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.net.parameters(), p.grad_clip)
-        self.opt.step()
-        self.sched.step()
-        return loss.detach()
+        return self.optimise(loss)
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:

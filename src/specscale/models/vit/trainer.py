@@ -212,10 +212,14 @@ class ViTModel(TrainingLoop, Model):
         with self.autocast():
             out = self.fwd(x)
         loss = self.target.loss(out, y)
+        return self.optimise(loss)
+
+    def optimise(self, loss: torch.Tensor) -> torch.Tensor:
+        """One optimiser step on ``loss``: gradients, the clip, AdamW and the schedule; the loss, detached."""
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        if p.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.net.parameters(), p.grad_clip)
+        if self.params.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.net.parameters(), self.params.grad_clip)
         self.opt.step()
         self.sched.step()
         return loss.detach()
