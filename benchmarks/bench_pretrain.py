@@ -43,7 +43,8 @@ def throughput(args, src) -> str:
     from specscale.data.loader import MemoryBatches
     from specscale.models.registry import model_params
     from specscale.models.vit import ViTModel
-    from specscale.models.vit.pretrain import Pretrainer, PretrainParams
+    from specscale.models.vit.params import PretrainParams
+    from specscale.models.vit.pretrain import Pretrainer
 
     vit = dataclasses.replace(model_params(args.model, {}), workers=0, dropout=0.1)
     cell = Cell(noise=1.0, mag="20.5-22.5", model="vit", n_train=min(src.n("train"), 4 * vit.batch), seed=0)
@@ -127,7 +128,8 @@ def probe(args, src) -> str:
     from specscale.core.vocab import LOGG, Cell, MagRange
     from specscale.models.registry import model_params
     from specscale.models.vit import ViTModel
-    from specscale.models.vit.pretrain import ENCODER_NAME, PretrainParams, pretrain
+    from specscale.models.vit.params import ENCODER_NAME, PretrainParams
+    from specscale.models.vit.pretrain import pretrain
     from specscale.sweep.hypotheses import paired_bootstrap
 
     mag, noise = MagRange.parse(args.mag), args.noise

@@ -19,6 +19,7 @@ from specscale.core.config import ConfigError
 from specscale.core.vocab import Cell
 from specscale.models.metrics import point_metrics, top_snr_mask
 from specscale.report.markdown import render_report
+from specscale.sweep.bootstrap import paired_bootstrap
 from specscale.sweep.cube import collect, open_cube, write_cube
 from specscale.sweep.grid import Sweep
 from specscale.sweep.hypotheses import (
@@ -30,7 +31,6 @@ from specscale.sweep.hypotheses import (
     PredictionsError,
     check_hypotheses,
     hypotheses_of,
-    paired_bootstrap,
 )
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,7 +16,8 @@ from specscale.core.config import ConfigError, from_dict
 from specscale.core.vocab import Cell
 from specscale.data.sources import open_source
 from specscale.models.vit import TrainingInterrupted, ViTModel, ViTParams
-from specscale.models.vit.pretrain import ENCODER_NAME, Pretrainer, PretrainParams, pretrain
+from specscale.models.vit.params import ENCODER_NAME, PretrainParams
+from specscale.models.vit.pretrain import Pretrainer, pretrain
 
 VIT = ViTParams(
     patch=32, width=32, depth=1, heads=2, mlp=64, batch=64, max_epochs=1, patience=0, workers=0, eval_batch=64

@@ -20,8 +20,8 @@ from specscale.cli import main
 from specscale.cli.plan import load_config
 from specscale.core.config import ConfigError
 from specscale.models.metrics import conditional_bias, evaluate, label_bins
+from specscale.sweep.bootstrap import paired_bootstrap
 from specscale.sweep.grid import Sweep
-from specscale.sweep.hypotheses import paired_bootstrap
 from specscale.sweep.plan import sweep_jobs
 
 TINY_VIT = {

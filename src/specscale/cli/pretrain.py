@@ -40,7 +40,8 @@ def cmd_pretrain(args) -> int:
     from specscale.core.hardware import cpu_count, resolve_device
     from specscale.core.vocab import MagRange
     from specscale.data.sources import open_source
-    from specscale.models.vit.pretrain import ENCODER_NAME, pretrain
+    from specscale.models.vit.params import ENCODER_NAME
+    from specscale.models.vit.pretrain import pretrain
     from specscale.sweep.pretraining import resolve_run
     from specscale.sweep.sections import WORKFLOW_SECTIONS
     from specscale.sweep.tracking import Tracker, WandbConfig

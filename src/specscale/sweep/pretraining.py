@@ -27,9 +27,7 @@ from typing import Any
 from specscale.core.config import ConfigError, from_dict
 from specscale.core.vocab import MagRange
 from specscale.models.registry import ModelSpec, resolve_model
-from specscale.models.vit.encoder_file import ARCH_FIELDS, architecture
-from specscale.models.vit.params import ViTParams
-from specscale.models.vit.pretrain import ENCODER_NAME, PretrainParams
+from specscale.models.vit.params import ARCH_FIELDS, ENCODER_NAME, PretrainParams, ViTParams, architecture
 
 JOB_KEYS = ("base", "n_spectra", "noise", "mag", "seed")  # the run's; the other keys are PretrainParams'
 STUDY_MAG = "20.5-22.5"

@@ -42,12 +42,18 @@ only error a model may see); ``pos_encoding`` learned | sinusoidal (in log lambd
 (logg plus any of teff, mh, am: multi-task heads, one loss over z-scored labels);
 ``loss`` mse | mae | gaussian_nll (the head then predicts a mean and a log variance per target).
 
-Modules, in reading order: ``params`` (ViTParams and the choices of its options), ``network``
-(SpectrumViT, its input channels and loss) and ``trainer`` (the lr schedule, TrainState, the loop
-and its checkpoints: ViTModel).
+Modules, in reading order: ``params`` (ViTParams, PretrainParams and the choices of their
+options; no torch), ``network`` (SpectrumViT, its input channels and loss), ``channels`` and
+``targets`` (what the network reads and predicts), ``state`` (the lr schedule, TrainState),
+``loop`` (the resumable epoch loop), ``trainer`` (ViTModel: setup, step, prediction,
+checkpoints), ``pretrain`` and ``encoder_file`` (pre-training and its hand-over file).
+
+The torch-backed names load on first use: the sweep reads ``params`` (and the models' classes)
+while Snakemake parses the workflow, which must not import torch for it.
 """
 
-from specscale.models.vit.network import SpectrumViT, input_channels, loss_function
+import importlib
+
 from specscale.models.vit.params import (
     AMP_MODES,
     COMPILE_MODES,
@@ -58,8 +64,25 @@ from specscale.models.vit.params import (
     ViTParams,
     ViTTinyParams,
 )
-from specscale.models.vit.state import TrainingInterrupted, TrainState, lr_factor
-from specscale.models.vit.trainer import ViTModel, ViTTinyModel
+
+# name -> the module that defines it (imported when the name is first asked for)
+_TORCH_NAMES = {
+    "SpectrumViT": "network",
+    "input_channels": "network",
+    "loss_function": "network",
+    "TrainingInterrupted": "state",
+    "TrainState": "state",
+    "lr_factor": "state",
+    "ViTModel": "trainer",
+    "ViTTinyModel": "trainer",
+}
+
+
+def __getattr__(name: str):
+    if name in _TORCH_NAMES:
+        return getattr(importlib.import_module(f"{__name__}.{_TORCH_NAMES[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AMP_MODES",

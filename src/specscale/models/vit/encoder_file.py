@@ -13,28 +13,9 @@ import torch
 from specscale.core.config import ConfigError
 from specscale.core.files import atomic_write
 from specscale.models.vit.network import SpectrumViT
-from specscale.models.vit.params import ViTParams
+from specscale.models.vit.params import ARCH_FIELDS, ViTParams, architecture
 
 ENCODER_FORMAT = "specscale-vit-encoder"
-# the ViTParams the encoder's weights depend on: a fine-tune must use the same
-ARCH_FIELDS = (
-    "patch",
-    "patches",
-    "width",
-    "depth",
-    "heads",
-    "mlp",
-    "inputs",
-    "extra_channels",
-    "highpass_pixels",
-    "error_mask",
-    "pos_encoding",
-)
-
-
-def architecture(p: ViTParams) -> dict:
-    """The architecture fields of ``p`` as plain data (tuples as lists)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in ((k, getattr(p, k)) for k in ARCH_FIELDS)}
 
 
 def save_encoder(path: Path, net: SpectrumViT, p: ViTParams, n_pix: int, fingerprint: str, info: dict) -> None:

@@ -5,7 +5,7 @@ before training, naming the key."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import ClassVar
 
 from specscale.core.config import check_fields
@@ -189,3 +189,62 @@ class ViTTinyParams(ViTParams):
     max_epochs: int = 5
     patience: int = 2
     warmup_frac: float = 0.05
+
+
+# ---------------------------------------------------------------------------------------- pre-training
+# the ViTParams the encoder's weights depend on: a fine-tune must use the same
+ARCH_FIELDS = (
+    "patch",
+    "patches",
+    "width",
+    "depth",
+    "heads",
+    "mlp",
+    "inputs",
+    "extra_channels",
+    "highpass_pixels",
+    "error_mask",
+    "pos_encoding",
+)
+
+
+def architecture(p: ViTParams) -> dict:
+    """The architecture fields of ``p`` as plain data (tuples as lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in ((k, getattr(p, k)) for k in ARCH_FIELDS)}
+
+
+TASKS = ("msm", "denoise")
+ENCODER_NAME = "encoder.pt"
+# supervised-only switches, refused when set: pre-training has no labels and no head
+SUPERVISED_ONLY = ("targets", "loss", "target", "n_bins", "bin_smoothing", "pool", "pretrain", "freeze")
+
+
+@dataclass(frozen=True)
+class PretrainParams(ViTParams):
+    """A ViT's architecture and optimisation (``ViTParams``) plus the pre-training tasks."""
+
+    tasks: tuple[str, ...] = ("msm",)  # msm (masked-spectrum modelling) and/or denoise
+    mask_frac: float = 0.3  # fraction of the patch tokens hidden per spectrum (msm)
+    val_spectra: int = 1000  # validation spectra scored each epoch (fixed noise and mask)
+    patience: int = 0  # 0: the whole schedule (a falling validation loss is not a stopping rule here)
+
+    def __post_init__(self):
+        super().__post_init__()
+        bad = [t for t in self.tasks if t not in TASKS]
+        if not self.tasks or bad or len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"tasks={list(self.tasks)} must be distinct names from {list(TASKS)}")
+        if "msm" in self.tasks and not 0 < self.mask_frac < 1:
+            raise ValueError(f"mask_frac={self.mask_frac} must be in (0, 1)")
+        if self.val_spectra < 1:
+            raise ValueError(f"val_spectra={self.val_spectra} must be >= 1")
+        default = ViTParams()
+        for name in SUPERVISED_ONLY:
+            if getattr(self, name) != getattr(default, name):
+                raise ValueError(f"{name}={getattr(self, name)!r} is a supervised setting: pre-training has none")
+
+    @classmethod
+    def like(cls, vit: ViTParams, **overrides) -> PretrainParams:
+        """Pre-training params for the architecture of ``vit`` (the model to fine-tune), its
+        supervised-only settings reset, ``overrides`` (pre-training's own settings) on top."""
+        base = {f.name: getattr(vit, f.name) for f in fields(ViTParams) if f.name not in SUPERVISED_ONLY}
+        return cls(**{**base, **overrides})

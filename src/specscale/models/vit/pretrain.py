@@ -22,7 +22,6 @@ with ``patience: 0`` the run's whole schedule) is written to ``WORKDIR/encoder.p
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -37,47 +36,12 @@ from specscale.data.streams import seed_key
 from specscale.models.vit.channels import model_input
 from specscale.models.vit.encoder_file import save_encoder
 from specscale.models.vit.network import SpectrumViT
-from specscale.models.vit.params import ViTParams
+from specscale.models.vit.params import ENCODER_NAME, PretrainParams
 from specscale.models.vit.state import RunCounters, TrainState
 from specscale.models.vit.trainer import ViTModel
 from specscale.sim.observe import observe
 
-TASKS = ("msm", "denoise")
-ENCODER_NAME = "encoder.pt"
 VAR_FLOOR = 1e-6  # added to sigma^2 in the weights: finite at noise level 0
-# supervised-only switches, refused when set: pre-training has no labels and no head
-SUPERVISED_ONLY = ("targets", "loss", "target", "n_bins", "bin_smoothing", "pool", "pretrain", "freeze")
-
-
-@dataclass(frozen=True)
-class PretrainParams(ViTParams):
-    """A ViT's architecture and optimisation (``ViTParams``) plus the pre-training tasks."""
-
-    tasks: tuple[str, ...] = ("msm",)  # msm (masked-spectrum modelling) and/or denoise
-    mask_frac: float = 0.3  # fraction of the patch tokens hidden per spectrum (msm)
-    val_spectra: int = 1000  # validation spectra scored each epoch (fixed noise and mask)
-    patience: int = 0  # 0: the whole schedule (a falling validation loss is not a stopping rule here)
-
-    def __post_init__(self):
-        super().__post_init__()
-        bad = [t for t in self.tasks if t not in TASKS]
-        if not self.tasks or bad or len(set(self.tasks)) != len(self.tasks):
-            raise ValueError(f"tasks={list(self.tasks)} must be distinct names from {list(TASKS)}")
-        if "msm" in self.tasks and not 0 < self.mask_frac < 1:
-            raise ValueError(f"mask_frac={self.mask_frac} must be in (0, 1)")
-        if self.val_spectra < 1:
-            raise ValueError(f"val_spectra={self.val_spectra} must be >= 1")
-        default = ViTParams()
-        for name in SUPERVISED_ONLY:
-            if getattr(self, name) != getattr(default, name):
-                raise ValueError(f"{name}={getattr(self, name)!r} is a supervised setting: pre-training has none")
-
-    @classmethod
-    def like(cls, vit: ViTParams, **overrides) -> PretrainParams:
-        """Pre-training params for the architecture of ``vit`` (the model to fine-tune), its
-        supervised-only settings reset, ``overrides`` (pre-training's own settings) on top."""
-        base = {f.name: getattr(vit, f.name) for f in fields(ViTParams) if f.name not in SUPERVISED_ONLY}
-        return cls(**{**base, **overrides})
 
 
 class PretrainNet(nn.Module):
@@ -300,6 +264,3 @@ def pretrain(
     t0 = time.perf_counter()
     info = model.fit(source, Cell(noise, mag, "pretrain", n_spectra, seed), workdir)
     return {**info, "encoder": str(workdir / ENCODER_NAME), "wall_seconds": time.perf_counter() - t0}
-
-
-__all__ = ["ENCODER_NAME", "TASKS", "PretrainNet", "PretrainParams", "Pretrainer", "pretrain"]
