@@ -15,9 +15,9 @@ from test_workflow import planned, snakemake
 
 from specscale.cli import main
 from specscale.cli.plan import load_config
+from specscale.sweep.costs import Cost
 from specscale.sweep.grid import Sweep
 from specscale.sweep.plan import (
-    Cost,
     Job,
     Packing,
     estimate,
