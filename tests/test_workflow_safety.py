@@ -90,6 +90,7 @@ UNQUOTED_OK = {
     "params.stars",  # --stars N, an integer of the schema (ceiling: the whole option)
     "params.samples",  # bayes: grid.bayes.samples, an integer of the schema
     "params.ceiling",  # common.smk ceiling_option: shlex.quote'd
+    "params.cell",  # common.smk pretrain_options: each value shlex.quote'd
     "params.window",  # common.smk window_option: "--window " + shlex.quote'd name or JSON (or empty)
     "params.noise",  # ceiling_curves: canonical numbers joined by ","
     "params.mag",

@@ -28,5 +28,5 @@ rule pretrain:
         out=lambda wildcards, output: os.path.dirname(output[0]),
         cell=lambda wildcards: pretrain_options(wildcards.name),
     shell:
-        "specscale pretrain {wildcards.name} --data {input.data:q} --config {input.config:q}"
+        "specscale pretrain {wildcards.name:q} --data {input.data:q} --config {input.config:q}"
         " {params.cell} --threads {threads} --out {params.out:q} > {log:q} 2>&1"
