@@ -63,17 +63,10 @@ class Source(ABC):
 
     kind = "abstract"
     label_names = LABELS
+    # set by each reader's constructor
     path: Path  # the file (or manifest) the source reads, named in every DataError
-
-    @property
-    @abstractmethod
-    def wave(self) -> np.ndarray:
-        """(n_pix,) pixel wavelengths, vacuum Angstrom."""
-
-    @property
-    @abstractmethod
-    def dataset_id(self) -> str:
-        """Content identity of the data (keys the noise streams; a changed file gets new noise)."""
+    wave: np.ndarray  # (n_pix,) pixel wavelengths, vacuum Angstrom
+    dataset_id: str  # content identity of the data (keys the noise streams; a changed file gets new noise)
 
     @abstractmethod
     def n(self, split: str) -> int:

@@ -55,19 +55,11 @@ class StudySource(Source):
             self.params[split] = self._read_params(p)
             hashes.append(_file_digest(p))
         wave = self._read(self.files["test"], "spectrumdataset/wave")
-        self._wave = np.asarray(wave, dtype=np.float64)
-        self._dataset_id = seed_key(*hashes).to_bytes(8, "little").hex()
+        self.wave = np.asarray(wave, dtype=np.float64)
+        self.dataset_id = seed_key(*hashes).to_bytes(8, "little").hex()
         mags = np.concatenate([self.params[s]["mag"].to_numpy(np.float64) for s in SPLITS])
         finite = mags[np.isfinite(mags)]  # a NaN row is check_finite's to report, by name
         self.mag_range = (float(finite.min()), float(finite.max())) if finite.size else (np.nan, np.nan)
-
-    @property
-    def wave(self) -> np.ndarray:
-        return self._wave
-
-    @property
-    def dataset_id(self) -> str:
-        return self._dataset_id
 
     @staticmethod
     def _read(path, key):

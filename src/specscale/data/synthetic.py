@@ -54,21 +54,13 @@ class SyntheticSource(Source):
             raise DataError(
                 f"{self.path}: attribute 'config' is not a specscale dataset config ({type(exc).__name__}: {exc})"
             ) from exc
-        self._dataset_id = str(self.attrs["content_hash"])
+        self.dataset_id = str(self.attrs["content_hash"])
         for name in ("wave", *(f"{split}/{a}" for split in SPLITS for a in ("flux", "labels", "obs_u", "fmed0"))):
             if name not in f:
                 raise DataError(f"{self.path}: missing dataset '{name}' (truncated or foreign file?)")
-        self._wave = f["wave"][:]
+        self.wave = f["wave"][:]
         self.observation = observation or from_dict(ObservingConfig, observation_config, "observation")
         self.noise_model = NoiseModel(self.observation)
-
-    @property
-    def wave(self) -> np.ndarray:
-        return self._wave
-
-    @property
-    def dataset_id(self) -> str:
-        return self._dataset_id
 
     @property
     def _file(self) -> h5py.File:
