@@ -16,11 +16,34 @@ import xarray as xr
 
 from specscale.core.vocab import N_SNR_BINS, Cell, snr_bin_coords
 from specscale.models.metrics import evaluate
+from specscale.models.vit.params import ViTParams
 
 REPO = Path(__file__).resolve().parents[1]
 # the local test cluster (.ci/slurm-up.sh)
 PARTITION = "debug"
 ACCOUNT = "default"
+
+
+# ---------------------------------------------------------------- a ViT small enough to train in a test
+SMALL_VIT = {
+    "width": 32,
+    "depth": 1,
+    "heads": 2,
+    "mlp": 64,
+    "batch": 64,
+    "max_epochs": 1,
+    "patience": 0,
+    "workers": 0,
+    "lr": 2e-3,
+    "log_every": 1,
+    "eval_batch": 64,
+}
+
+
+def small_vit(**overrides) -> ViTParams:
+    """A one-block ViT of width 32 (seconds per epoch of a few hundred spectra on one CPU thread);
+    ``overrides`` are ViTParams fields."""
+    return ViTParams(**{**SMALL_VIT, **overrides})
 
 
 # ---------------------------------------------------------------- a fabricated sweep

@@ -11,28 +11,22 @@ import signal
 import numpy as np
 import pytest
 import torch
+from factories import small_vit
 
 from specscale.core.config import ConfigError, from_dict
 from specscale.core.vocab import Cell
 from specscale.data.sources import open_source
-from specscale.models.vit import TrainingInterrupted, ViTModel, ViTParams
+from specscale.models.vit import TrainingInterrupted, ViTModel
 from specscale.models.vit.params import ENCODER_NAME, PretrainParams
 from specscale.models.vit.pretrain import Pretrainer, pretrain
 
-VIT = ViTParams(
-    patch=32, width=32, depth=1, heads=2, mlp=64, batch=64, max_epochs=1, patience=0, workers=0, eval_batch=64
-)
+VIT = small_vit(patch=32)
 PRE = PretrainParams.like(VIT, tasks=("msm", "denoise"), max_epochs=3, lr=2e-3, log_every=1, val_spectra=50)
 RUN = {"n_spectra": 128, "noise": 1.0, "mag": "20.5-22.5", "seed": 5}
 CELL = Cell(noise=1.0, mag="20.5-22.5", model="vit", n_train=128, seed=5)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize(

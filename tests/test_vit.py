@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from factories import small_vit
 
 from specscale.core.config import ConfigError, from_dict
 from specscale.core.vocab import LOGG, Cell
@@ -27,30 +28,11 @@ from specscale.models.vit import (
 )
 
 WAVE = np.linspace(7100.0, 8850.0, 4096)
-SMALL = ViTParams(
-    width=32,
-    depth=1,
-    heads=2,
-    mlp=64,
-    batch=64,
-    max_epochs=3,
-    patience=0,
-    workers=0,
-    lr=2e-3,
-    warmup_frac=0.1,
-    log_every=2,
-    eval_batch=64,
-)
+SMALL = small_vit(max_epochs=3, warmup_frac=0.1, log_every=2)
 CELL = Cell(noise=1.0, mag="20.5-22.5", model="vit-tiny", n_train=300, seed=11)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small networks on a shared machine: one thread is faster and deterministic."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_default_is_the_study_recipe_and_shapes():

@@ -8,6 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from factories import small_vit
 
 from specscale.core.config import ConfigError, from_dict
 from specscale.core.vocab import Cell
@@ -19,30 +20,11 @@ from specscale.models.vit.network import rotate
 from specscale.models.vit.targets import BinnedTarget
 
 WAVE = np.linspace(7100.0, 8850.0, 4096)
-SMALL = ViTParams(
-    patch=32,
-    width=32,
-    depth=1,
-    heads=2,
-    mlp=64,
-    batch=64,
-    max_epochs=1,
-    max_steps=2,
-    patience=0,
-    workers=0,
-    lr=2e-3,
-    log_every=1,
-    eval_batch=64,
-)
+SMALL = small_vit(patch=32, max_steps=2)
 CELL = Cell(noise=1.0, mag="20.5-22.5", model="vit", n_train=128, seed=3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize(
