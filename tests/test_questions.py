@@ -29,7 +29,7 @@ def test_questions_run_the_default_dataset_at_the_study_cell_into_their_own_fold
     default = load_config(str(REPO / "config" / "config.yaml"))
     assert config["datasets"] == default["datasets"] and config["atmosphere"] == default["atmosphere"]
     assert config["results"]["dir"] != default["results"]["dir"]
-    assert {(c.noise, c.mag) for c in sweep.cells} == {(1.0, "20.5-22.5")}
+    assert {(c.noise, c.mag.label()) for c in sweep.cells} == {(1.0, "20.5-22.5")}
     assert sweep.ceiling_cells == [("1", "20.5-22.5")]  # the cell's Fisher ceiling and Bayes reference
     runs = {name: sweep.pretrains[name] for name in sweep.pretrain_runs}
     assert sorted(runs) == ["denoise", "msm"]
@@ -50,8 +50,10 @@ def test_each_hypothesis_has_a_common_cell(questions):
 def test_plan_and_dry_run_schedule_pretraining_before_the_fine_tunes(questions, tmp_path):
     _, sweep = questions
     jobs = Counter(j.rule for j in sweep_jobs(sweep))
-    assert jobs["pretrain"] == 2 and jobs["simulate"] == 1 and jobs["train_vit"] == len(
-        [c for c in sweep.cells if c.model.startswith("vit")]
+    assert (
+        jobs["pretrain"] == 2
+        and jobs["simulate"] == 1
+        and jobs["train_vit"] == len([c for c in sweep.cells if c.model.startswith("vit")])
     )
     proc = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / "questions.yaml"), timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
