@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Set up the project (a .venv with the pinned CPU torch and specscale) and run one job:
 #   ./run.sh sweep [snakemake args]   the default sweep on the embedded simulator -> results/
+#   ./run.sh sweep --configfile config/questions.yaml
+#                                     the study's ViT questions at CPU scale -> results/questions/
 #   ./run.sh test  [pytest args]      the test suite
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -223,7 +223,9 @@ class _SigtermAt:
         pass
 
 
-def test_pretrain_command_exits_75_on_sigterm_and_resumes_to_the_same_encoder(tiny_dataset, tmp_path, monkeypatch):
+def test_pretrain_command_exits_75_on_sigterm_and_resumes_to_the_same_encoder(
+    tiny_dataset, tmp_path, monkeypatch, capsys
+):
     import torch
 
     import specscale.sweep.tracking as tracking
@@ -238,6 +240,8 @@ def test_pretrain_command_exits_75_on_sigterm_and_resumes_to_the_same_encoder(ti
 
     common = ["--mag", "20.5-22.5", "--seed", "5", "--threads", "1", "--device", "cpu"]
     assert main(cmd("full") + common) == 0
+    out = capsys.readouterr().out  # the reconstruction against the pixels' noise, per task
+    assert "msm (hidden pixels): RMSE" in out and "denoise (visible pixels): RMSE" in out and "vs noise RMS" in out
     real = tracking.Tracker
     monkeypatch.setattr(tracking, "Tracker", _SigtermAt(3))
     assert main(cmd("cut") + common) == 75

@@ -278,3 +278,4 @@ def test_default_and_full_protocol_plan_in_seconds(tmp_path):
     assert full.returncode == 0, full.stderr[-3000:]
     jobs = planned(full.stdout)
     assert sum(jobs.values()) >= 1000 and jobs["train_vit"] > 0, jobs  # planning time: benchmarks/bench_workflow.py
+    assert jobs["pretrain"] == 2, jobs  # the question tree's msm and denoise runs (issue 20)

@@ -115,4 +115,20 @@ def cmd_pretrain(args) -> int:
         f"{noise:g}, mag {mag}, seed {seed}: best validation loss {info.get('best_val_loss', float('nan')):.4g}"
         f" -> {out / ENCODER_NAME}"
     )
+    print(reconstruction_line(info))
     return 0
+
+
+def reconstruction_line(info: dict) -> str:
+    """The best epoch's reconstruction on the validation spectra against the pixels' noise: per
+    task, the RMS error to the noiseless flux, the RMS noise of those pixels (both in units of the
+    normalised flux) and chi (below 1: closer to the truth than the pixel's own noisy value; the
+    flat continuum's chi beside it)."""
+    best = next((r for r in info.get("history", []) if r.get("epoch") == info.get("best_epoch")), {})
+    parts = [
+        f"{task} ({where}): RMSE {best[f'val_{task}_rmse']:.4f} vs noise RMS {best[f'val_{task}_sigma']:.4f}, "
+        f"chi {best[f'val_{task}_chi']:.3f} (flat continuum {best[f'val_{task}_chi_flat']:.3f})"
+        for task, where in (("msm", "hidden pixels"), ("denoise", "visible pixels"))
+        if task in info.get("tasks", ()) and f"val_{task}_rmse" in best
+    ]
+    return f"best epoch {info.get('best_epoch')}: " + ("; ".join(parts) or "no reconstruction scores")
