@@ -4,10 +4,14 @@ float32 bytes in the same run, and peak memory for two dataset sizes (it must no
     .venv/bin/python benchmarks/bench_simulate.py [--n 16384] [--out benchmarks/RESULTS-data.md]
     .venv/bin/python benchmarks/bench_simulate.py --versions [--n 2048] [--rounds 3]
 
+    .venv/bin/python benchmarks/bench_simulate.py --emulated [--n 4096] [--rounds 3]
+
 ``--versions``: simulator version 2 against version 1 in the same run (interleaved rounds, best
 of each): noiseless spectra per second (float32, the simulate batches of 128) and Jacobian
 (float64, ``.jacobian()``, batches of 128) stars per second, and their ratios; written as a
-section of benchmarks/RESULTS-simulator.md and of RESULTS-data.md.
+section of benchmarks/RESULTS-simulator.md and of RESULTS-data.md. ``--emulated``: the emulated
+source against version 2 the same way, plus ``simulate`` end to end (written file, content hash)
+on the emulated source, in a fresh process; section ``simulator-emulated``.
 
 Runs single-threaded (torch and BLAS pinned to one core) so the number is per core.
 """
@@ -30,15 +34,17 @@ import h5py
 import numpy as np
 
 
-def _simulate(n: int, path: Path) -> float:
+def _simulate(n: int, path: Path, version=None) -> float:
     import torch
 
     from specscale.data.simulate import SimulationConfig, simulate
+    from specscale.sim.versions import atmosphere_config
 
     torch.set_num_threads(1)
     cfg = SimulationConfig(n_train=n, n_val=64, n_test=64, device="cpu")
+    atm = atmosphere_config({"version": version} if version else {}, default_version=2)
     t0 = time.perf_counter()
-    simulate(path, cfg, progress=False)
+    simulate(path, cfg, atm=atm, progress=False)
     return time.perf_counter() - t0
 
 
@@ -54,9 +60,9 @@ def _plain_write(n: int, path: Path) -> float:
     return time.perf_counter() - t0
 
 
-def _child(n: int) -> None:
+def _child(n: int, version=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        secs = _simulate(n, Path(tmp) / "d.h5")
+        secs = _simulate(n, Path(tmp) / "d.h5", version)
     import resource
 
     print(
@@ -64,15 +70,10 @@ def _child(n: int) -> None:
     )
 
 
-def _versions(n: int, rounds: int, cfg_v2: dict) -> None:
-    """Version 2 against version 1, same process, interleaved rounds (best of each)."""
+def _rates(models: dict, n: int, rounds: int) -> dict:
+    """Seconds per noiseless spectrum and per Jacobian star of each model, best of interleaved rounds."""
     import torch
-    from _common import write_section
 
-    from specscale.sim.versions import atmosphere_config, make_atmosphere
-
-    torch.set_num_threads(1)
-    models = {1: make_atmosphere(atmosphere_config({})), 2: make_atmosphere(atmosphere_config(cfg_v2))}
     rng = np.random.default_rng(0)
     lo, hi = np.array([3750.0, 1.0, -2.5, -0.25]), np.array([6000.0, 5.0, 0.75, 0.5])
     theta = torch.as_tensor(lo + rng.random((n, 4)) * (hi - lo))
@@ -91,6 +92,19 @@ def _versions(n: int, rounds: int, cfg_v2: dict) -> None:
             t2 = time.perf_counter()
             best[v, "spec"] = min(best[v, "spec"], (t1 - t0) / n)
             best[v, "jac"] = min(best[v, "jac"], (t2 - t1) / (n // 4))
+    return best
+
+
+def _versions(n: int, rounds: int, cfg_v2: dict) -> None:
+    """Version 2 against version 1, same process, interleaved rounds (best of each)."""
+    import torch
+    from _common import write_section
+
+    from specscale.sim.versions import atmosphere_config, make_atmosphere
+
+    torch.set_num_threads(1)
+    models = {1: make_atmosphere(atmosphere_config({})), 2: make_atmosphere(atmosphere_config(cfg_v2))}
+    best = _rates(models, n, rounds)
     load = os.getloadavg()[0]
     lines = [
         f"Simulator version 2 ({cfg_v2}) against version 1, same run ({time.strftime('%Y-%m-%d %H:%M')}, "
@@ -113,23 +127,68 @@ def _versions(n: int, rounds: int, cfg_v2: dict) -> None:
     write_section("simulator-versions", text, here / "RESULTS-data.md")
 
 
+def _emulated(n: int, rounds: int, cfg_v2: dict) -> None:
+    """The emulated source against version 2 (same process, interleaved), then simulate end to end."""
+    import torch
+    from _common import write_section
+
+    from specscale.sim.versions import atmosphere_config, make_atmosphere
+
+    torch.set_num_threads(1)
+    models = {
+        "v2": make_atmosphere(atmosphere_config(cfg_v2)),
+        "emulated": make_atmosphere(atmosphere_config({"version": "emulated"})),
+    }
+    best = _rates(models, n, rounds)
+    runs = []
+    for size in (4 * n, 16 * n):  # fresh processes; the difference removes the start-up
+        cmd = [sys.executable, __file__, "--child", str(size), "--child-version", "emulated"]
+        runs.append(json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()[-1]))
+    steady = (runs[1]["n"] - runs[0]["n"]) / (runs[1]["seconds"] - runs[0]["seconds"])
+    ratio = lambda k: best["emulated", k] / best["v2", k]
+    lines = [
+        f"The emulated source against version 2 ({cfg_v2}), same run ({time.strftime('%Y-%m-%d %H:%M')}, "
+        f"`{os.uname().nodename}`, one thread, load average {os.getloadavg()[0]:.1f} at the end; best of {rounds} "
+        f"interleaved rounds; {n} spectra, {n // 4} Jacobians, lowT prior):",
+        "",
+        "| quantity | version 2 | emulated | time ratio emulated / v2 |",
+        "|---|---|---|---|",
+        f"| noiseless spectra/s (float32, batches of 128) | {1 / best['v2', 'spec']:,.0f} | "
+        f"{1 / best['emulated', 'spec']:,.0f} | {ratio('spec'):.2f} |",
+        f"| Jacobian stars/s (float64, 4 parameters) | {1 / best['v2', 'jac']:,.0f} | "
+        f"{1 / best['emulated', 'jac']:,.0f} | {ratio('jac'):.2f} |",
+        f"| `simulate` end to end, emulated, steady state (N={runs[1]['n']} minus N={runs[0]['n']}), spectra/s "
+        f"| | {steady:,.0f} | |",
+        f"| peak RSS of those two runs | | {runs[0]['peak_rss_mb']:.0f} / {runs[1]['peak_rss_mb']:.0f} MB | |",
+        "",
+        "Target: simulate >= 1,500 spectra/s per core (the issue). The shared machine's other jobs add noise.",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    write_section("simulator-emulated", text, Path(__file__).with_name("RESULTS-simulator.md"))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=16384)
     ap.add_argument("--out", default=str(Path(__file__).with_name("RESULTS-data.md")))
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--child-version", help=argparse.SUPPRESS)
+    ap.add_argument("--emulated", action="store_true", help="the emulated source against version 2")
     ap.add_argument("--versions", action="store_true", help="version 2 against version 1 (see the docstring)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--config", help="YAML whose atmosphere: section is version 2's (default: config/config.yaml's)")
     args = ap.parse_args()
     if args.child:
-        return _child(args.child)
-    if args.versions:
+        return _child(args.child, args.child_version)
+    if args.versions or args.emulated:
         import yaml
 
         cfg_path = Path(args.config) if args.config else Path(__file__).parents[1] / "config" / "config.yaml"
         atm = dict((yaml.safe_load(cfg_path.read_text()) or {}).get("atmosphere") or {})
         atm["version"] = 2
+        if args.emulated:
+            return _emulated(min(args.n, 4096) if args.n == 16384 else args.n, args.rounds, atm)
         return _versions(min(args.n, 4096) if args.n == 16384 else args.n, args.rounds, atm)
 
     # throughput, in fresh processes (no warm caches shared), and peak RSS at N and 4N

@@ -1,6 +1,6 @@
 """Regenerate docs/simulator.png: spectra of the synthetic default across log g, and d flux / d log g.
 
-.venv/bin/python docs/make_simulator_figure.py [--version 1|2]   (default: the default version, 2)
+.venv/bin/python docs/make_simulator_figure.py [--version 1|2|emulated]   (default: the default version)
 """
 
 import argparse
@@ -18,7 +18,7 @@ from specscale.sim.versions import DEFAULT_VERSION, atmosphere_config, make_atmo
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--version", type=int, default=DEFAULT_VERSION)
+    ap.add_argument("--version", type=lambda v: int(v) if v.isdigit() else v, default=DEFAULT_VERSION)
     version = ap.parse_args().version
     model = make_atmosphere(atmosphere_config({"version": version}))
     wave = model.instrument.wave
@@ -33,7 +33,7 @@ def main() -> None:
             sel = (wave > lo) & (wave < hi)
             zoom.plot(wave[sel], flux[sel], lw=1, color=colour)
         ax.set_title(
-            f"simulator version {version}, Teff {teff:.0f} K, [M/H] {mh:+.1f}, [alpha/M] 0: "
+            f"simulator {version if isinstance(version, str) else f'version {version}'}, Teff {teff:.0f} K, [M/H] {mh:+.1f}, [alpha/M] 0: "
             "median-normalised PFS MR flux"
         )
         ax.legend(ncol=4, fontsize=8)
@@ -50,7 +50,8 @@ def main() -> None:
     for ax in axes[-1]:
         ax.set_xlabel("vacuum wavelength (A)")
     fig.tight_layout()
-    out = Path(__file__).with_name("simulator.png" if version == DEFAULT_VERSION else f"simulator_v{version}.png")
+    name = f"simulator_{version}.png" if isinstance(version, str) else f"simulator_v{version}.png"
+    out = Path(__file__).with_name("simulator.png" if version == DEFAULT_VERSION else name)
     fig.savefig(out, dpi=80)
     print(f"wrote {out}")
 
