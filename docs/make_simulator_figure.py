@@ -21,6 +21,7 @@ def main() -> None:
     ap.add_argument("--version", type=lambda v: int(v) if v.isdigit() else v, default=DEFAULT_VERSION)
     version = ap.parse_args().version
     model = make_atmosphere(atmosphere_config({"version": version}))
+    name = version if isinstance(version, str) else f"version {version}"
     wave = model.instrument.wave
     fig, axes = plt.subplots(4, 2, figsize=(14, 11), gridspec_kw={"width_ratios": [3, 1]})
     windows = {"Ca II 8542": (8520, 8570), "Na I 8183/8195": (8170, 8210)}
@@ -33,8 +34,7 @@ def main() -> None:
             sel = (wave > lo) & (wave < hi)
             zoom.plot(wave[sel], flux[sel], lw=1, color=colour)
         ax.set_title(
-            f"simulator {version if isinstance(version, str) else f'version {version}'}, Teff {teff:.0f} K, [M/H] {mh:+.1f}, [alpha/M] 0: "
-            "median-normalised PFS MR flux"
+            f"simulator {name}, Teff {teff:.0f} K, [M/H] {mh:+.1f}, [alpha/M] 0: median-normalised PFS MR flux"
         )
         ax.legend(ncol=4, fontsize=8)
         zoom.set_title("Ca II 8542" if row == 0 else "Na I doublet")
@@ -50,8 +50,8 @@ def main() -> None:
     for ax in axes[-1]:
         ax.set_xlabel("vacuum wavelength (A)")
     fig.tight_layout()
-    name = f"simulator_{version}.png" if isinstance(version, str) else f"simulator_v{version}.png"
-    out = Path(__file__).with_name("simulator.png" if version == DEFAULT_VERSION else name)
+    png = f"simulator_{version}.png" if isinstance(version, str) else f"simulator_v{version}.png"
+    out = Path(__file__).with_name("simulator.png" if version == DEFAULT_VERSION else png)
     fig.savefig(out, dpi=80)
     print(f"wrote {out}")
 
