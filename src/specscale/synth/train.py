@@ -85,7 +85,7 @@ def fit(config: SynthesisConfig, labels: np.ndarray, y: np.ndarray) -> tuple[dic
         loss.backward()
         opt.step()
         sched.step()
-        train_loss = float(loss)
+        train_loss = float(loss.detach())
         if epoch % 20 == 0 or epoch == config.epochs - 1:
             with torch.no_grad():
                 v = float(torch.mean((net(x_val) - z_val) ** 2)) if n_val else train_loss
