@@ -190,11 +190,11 @@ def test_bad_config_names_the_key(key, value):
 
 
 def test_unknown_key_and_missing_linelist(tmp_path):
-    with pytest.raises(ConfigError, match="synthesis.n_trian"):
+    with pytest.raises(ConfigError, match=r"synthesis\.n_trian"):
         synthesis_config({"n_trian": 3})
-    with pytest.raises(ConfigError, match="synthesis.linelist"):
+    with pytest.raises(ConfigError, match=r"synthesis\.linelist"):
         SynthesisConfig().linelist_path()
-    with pytest.raises(ConfigError, match="synthesis.linelist"):
+    with pytest.raises(ConfigError, match=r"synthesis\.linelist"):
         SynthesisConfig(linelist=str(tmp_path / "absent")).linelist_path()
     assert SynthesisConfig().vmic(5.0) == 1.0 and SynthesisConfig().vmic(1.0) == 2.0
 
