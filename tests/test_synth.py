@@ -230,3 +230,26 @@ def test_real_sme_calcium_triplet_stronger_in_giant(tmp_path):
     # the Ca II 8542 core forms high up, where the giant's lower density keeps more Ca+ in the
     # lower level; at fixed Teff the giant's line is the stronger one
     assert ew[2.0] > ew[4.5] > 0.3
+
+
+def test_repair_redoes_only_failed_stars(tmp_path):
+    cfg = small_config()
+    labels = draw_labels(cfg, "train")[:3]
+    out = tmp_path / "c.npz"
+
+    def third_fails(config, theta):
+        if theta[0] == labels[2, 0]:
+            raise RuntimeError("SME failed")
+        return analytic_fine_flux(config, theta)
+
+    write_chunk(cfg, labels, out, fine_flux=third_fails)
+    calls = []
+
+    def counting(config, theta):
+        calls.append(theta[0])
+        return analytic_fine_flux(config, theta)
+
+    assert write_chunk(cfg, labels, out, fine_flux=counting, repair=True)
+    assert calls == [labels[2, 0]]
+    assert len(read_chunks([out])["labels"]) == 3
+    assert not write_chunk(cfg, labels, out, fine_flux=counting, repair=True)

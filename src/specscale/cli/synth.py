@@ -27,6 +27,7 @@ def register(sub) -> None:
     q.add_argument("--set", required=True, choices=("train", "test"), dest="which")
     q.add_argument("--index", required=True, type=non_negative_int, help="chunk index (0-based)")
     q.add_argument("--out", required=True)
+    q.add_argument("--repair", action="store_true", help="redo only the failed stars of an existing chunk")
     q.set_defaults(func=cmd_chunk)
 
     q = ss.add_parser("train", help="fit the emulator to the chunks and write its .npz")
@@ -66,7 +67,7 @@ def cmd_chunk(args) -> int:
     with np.load(args.labels, allow_pickle=False) as data:
         labels = data[args.which]
     rows = chunk_labels(labels, config.chunk_size, args.index)
-    done = write_chunk(config, rows, args.out)
+    done = write_chunk(config, rows, args.out, repair=args.repair)
     print(f"{args.out}: {'written' if done else 'exists, skipped'} ({len(rows)} stars)")
     return 0
 

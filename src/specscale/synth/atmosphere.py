@@ -18,6 +18,9 @@ import functools
 
 import numpy as np
 
+# atmosnet's [alpha/Fe] range; the lowT prior reaches -0.25, so the structure of a star with
+# [alpha/M] < -0.2 is taken at -0.2 (its line opacity still uses the star's own abundances)
+ALPHA_RANGE = (-0.2, 0.6)
 K_BOLTZ = 1.380649e-16  # erg K^-1
 AMU = 1.66053907e-24  # g
 
@@ -83,8 +86,10 @@ def atmosnet_version() -> str:
 
 def kurucz_layers(teff: float, logg: float, mh: float, am: float) -> dict[str, np.ndarray]:
     """The atmosnet model at (Teff K, log g dex, [M/H] dex taken as [Fe/H], [alpha/M] dex taken as
-    [alpha/Fe]): {"rhox", "temp", "pgas", "xne"} per layer, top first, physical units."""
+    [alpha/Fe], clipped to :data:`ALPHA_RANGE`): {"rhox", "temp", "pgas", "xne"} per layer, top
+    first, physical units."""
     model = _models()
+    am = min(max(am, ALPHA_RANGE[0]), ALPHA_RANGE[1])  # the structure only; SME gets the true [alpha/M]
     labels = model._data[0].mklabels({"teff": teff, "logg": logg, "fe_h": mh, "alpha_fe": am})
     atm = model(labels)
     if atm is None:

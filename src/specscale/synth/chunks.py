@@ -26,21 +26,35 @@ CHUNK_KEYS = ("labels", "flux", "ln_fmed0", "seconds", "ok")
 
 
 def write_chunk(
-    config: SynthesisConfig, labels: np.ndarray, out: str | Path, fine_flux: FineFlux = sme_fine_flux
+    config: SynthesisConfig,
+    labels: np.ndarray,
+    out: str | Path,
+    fine_flux: FineFlux = sme_fine_flux,
+    repair: bool = False,
 ) -> bool:
     """Synthesise the stars ``labels`` (n, 4) into ``out``; False (nothing done) when ``out``
-    already exists. A star whose synthesis raises is logged and kept as a NaN row (ok False)."""
+    already exists, unless ``repair``: then only its failed stars are synthesised again (False
+    when it has none). A star whose synthesis raises is logged and kept as a NaN row (ok False)."""
     out = Path(out)
-    if out.exists():
-        log.info("%s exists: chunk skipped", out)
-        return False
     labels = np.atleast_2d(np.asarray(labels, dtype=np.float64))
     n = len(labels)
     flux = np.full((n, N_PIX), np.nan, dtype=np.float32)
     ln_fmed0 = np.full(n, np.nan)
     seconds = np.zeros(n)
     ok = np.zeros(n, dtype=bool)
+    if out.exists():
+        if not repair:
+            log.info("%s exists: chunk skipped", out)
+            return False
+        with np.load(out, allow_pickle=False) as data:
+            if not np.array_equal(data["labels"], labels):
+                raise ValueError(f"{out}: its labels are not those of this chunk; remove it to redo it")
+            flux, ln_fmed0, seconds, ok = data["flux"], data["ln_fmed0"], data["seconds"], data["ok"]
+        if ok.all():
+            return False
     for i, theta in enumerate(labels):
+        if ok[i]:
+            continue
         try:
             f, lnf, sec = synthesize_star(config, theta, fine_flux)
         except Exception as exc:  # one bad star must not lose the chunk
