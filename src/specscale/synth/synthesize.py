@@ -92,12 +92,10 @@ def _linelist(path: str, wave_min_air: float, wave_max_air: float):
 def star_abund(config: SynthesisConfig, mh: float, am: float):
     """pysme ``Abund``: the solar pattern ``config.abundances`` with [M/H] on every metal and
     [alpha/M] added to ``config.alpha_elements``."""
-    from pysme.abund import Abund
+    from pysme.abund import Abund, elements
 
     solar = Abund(monh=0.0, pattern=config.abundances)
     pattern = np.asarray(solar.get_pattern("H=12", raw=True), dtype=float).copy()
-    from pysme.abund import elements
-
     for el in config.alpha_elements:
         pattern[elements.index(el)] += am
     return Abund(monh=mh, pattern=pattern, type="H=12")
