@@ -253,3 +253,16 @@ def test_repair_redoes_only_failed_stars(tmp_path):
     assert calls == [labels[2, 0]]
     assert len(read_chunks([out])["labels"]) == 3
     assert not write_chunk(cfg, labels, out, fine_flux=counting, repair=True)
+
+
+def test_numerically_failed_star_dropped_on_read(tmp_path):
+    cfg = small_config()
+    labels = draw_labels(cfg, "train")[:2]
+    out = tmp_path / "c.npz"
+    write_chunk(cfg, labels, out, fine_flux=analytic_fine_flux)
+    with np.load(out) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["flux"][1, 2000:] = 2e11  # what SME gave once, redward of 8205 A
+    np.savez(out, **arrays)
+    data = read_chunks([out])
+    np.testing.assert_array_equal(data["labels"], labels[:1])

@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 N_PIX = 4096
 CHUNK_KEYS = ("labels", "flux", "ln_fmed0", "seconds", "ok")
+# an absorption spectrum divided by its median stays well below this; SME blew up once in 288
+# stars (5749 K, log g 1.59, [M/H] -1.56, [alpha/M] -0.23: normalised flux up to 2e11)
+MAX_NORMALISED_FLUX = 3.0
 
 
 def write_chunk(
@@ -73,7 +76,8 @@ def write_chunk(
 
 
 def read_chunks(paths) -> dict[str, np.ndarray]:
-    """The stars of several chunk files, concatenated, failed stars dropped."""
+    """The stars of several chunk files, concatenated; failed stars and stars whose normalised
+    flux leaves (0, MAX_NORMALISED_FLUX) (a numerical failure of the synthesis) dropped."""
     parts: dict[str, list] = {k: [] for k in CHUNK_KEYS}
     for path in paths:
         with np.load(path, allow_pickle=False) as data:
@@ -86,4 +90,10 @@ def read_chunks(paths) -> dict[str, np.ndarray]:
         raise ValueError("no chunk files given")
     out = {k: np.concatenate(v) for k, v in parts.items()}
     keep = out.pop("ok")
+    sane = np.all((out["flux"] > 0) & (out["flux"] < MAX_NORMALISED_FLUX), axis=1)
+    for theta in out["labels"][keep & ~sane]:
+        log.warning(
+            "star %s dropped: normalised flux outside (0, %g)", np.round(theta, 3).tolist(), MAX_NORMALISED_FLUX
+        )
+    keep &= sane
     return {k: v[keep] for k, v in out.items()}
