@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "specscale.cli.ceiling",
     "specscale.cli.sweep",
     "specscale.cli.plan",
+    "specscale.cli.synth",
 )
 
 
