@@ -18,7 +18,7 @@ from specscale.core.config import ConfigError
 from specscale.core.vocab import LABELS, PRIORS
 from specscale.data.simulator import simulator_of
 from specscale.data.sources import open_source
-from specscale.sim.atmosphere_emulated import EmulatedAtmosphere, EmulatedAtmosphereConfig
+from specscale.sim.atmosphere_emulated import EmulatedAtmosphere, EmulatedAtmosphereConfig, shipped_emulator
 from specscale.sim.emulator import EmulatorFileError, read_emulator, write_emulator
 from specscale.sim.instrument import Instrument
 from specscale.sim.versions import atmosphere_config, make_atmosphere, simulator_version
@@ -148,3 +148,18 @@ def test_a_dataset_through_specscale_simulate(emulator, tmp_path):
     with torch.no_grad():
         again, _ = model.jacobian(torch.as_tensor(labels[:8], dtype=torch.float64))
     assert np.abs(again.numpy() - flux[:8]).max() < 1e-5
+
+
+def test_the_shipped_emulator_loads_and_covers_the_prior():
+    """What ships: plain arrays, the provenance of the spectra it learnt from, the lowT box,
+    smooth spectra around 1 (median-normalised) with lines, and a finite Jacobian."""
+    path = shipped_emulator()
+    e = read_emulator(path)
+    for key in ("codes", "line_list", "labels", "held_out_accuracy"):
+        assert key in e.provenance, key
+    model = EmulatedAtmosphere()
+    model.check_prior(PRIORS["lowT"], "simulation.prior")
+    theta = torch.tensor([[3800.0, 1.2, -2.4, -0.2], [5900.0, 4.9, 0.7, 0.45]], dtype=torch.float64)
+    flux, jac = model.jacobian(theta)
+    assert torch.isfinite(flux).all() and torch.isfinite(jac).all()
+    assert (flux.median(1).values - 1).abs().max() < 0.02 and flux.min() < 0.8
