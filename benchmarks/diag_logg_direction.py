@@ -4,7 +4,7 @@ and 2: the mean cosine between the noise-weighted gradients J_logg / sigma of st
 projection captures the log g signal everywhere (easy for Ridge); lower means the features that
 carry log g change over the prior.
 
-    python benchmarks/diag_logg_direction.py [--stars 600] [--mag 21.5]
+    python benchmarks/diag_logg_direction.py [--stars 600] [--mag 21.5] [--versions 1,2,emulated]
 
 Writes a section of benchmarks/RESULTS-simulator.md.
 """
@@ -29,7 +29,7 @@ TEFF_EDGES = (3750, 4250, 4750, 5250, 6000)
 MH_EDGES = (-2.5, -1.4, -0.3, 0.75)
 
 
-def directions(version: int, n: int, mag: str, seed: int):
+def directions(version: int | str, n: int, mag: str, seed: int):
     with tempfile.TemporaryDirectory() as tmp:
         sim, obs, atm = simulation_configs(
             {"atmosphere": {"version": version}}, n_train=1, n_val=1, n_test=n, seed=seed, device="cpu"
@@ -69,17 +69,20 @@ def main():
     ap.add_argument("--stars", type=int, default=600)
     ap.add_argument("--mag", default="21.5")
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--versions", default="1,2", help="simulator versions, comma-separated (1, 2, emulated)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    res = {v: summary(*directions(v, args.stars, args.mag, args.seed)) for v in (1, 2)}
+    versions = [int(v) if v.isdigit() else v for v in args.versions.split(",")]
+    res = {v: summary(*directions(v, args.stars, args.mag, args.seed)) for v in versions}
+    name = lambda v: f"version {v}" if isinstance(v, int) else v
     lines = [
         f"Mean cosine between noise-weighted d flux / d log g (J_logg / sigma, HSC-i {args.mag}, 12 x 900 s) "
         f"of {args.stars} lowT test stars, by Teff bins {TEFF_EDGES} K x [M/H] bins {MH_EDGES}:",
         "",
-        "| pairs | version 1 | version 2 |",
-        "|---|---|---|",
+        "| pairs | " + " | ".join(name(v) for v in versions) + " |",
+        "|---|" + "---|" * len(versions),
     ]
-    lines += [f"| {k} | {res[1][k]:.3f} | {res[2][k]:.3f} |" for k in res[1]]
+    lines += [f"| {k} | " + " | ".join(f"{res[v][k]:.3f}" for v in versions) + " |" for k in res[versions[0]]]
     print("\n".join(lines))
     write_section("logg-direction", "\n".join(lines), RESULTS)
 
