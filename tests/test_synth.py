@@ -266,3 +266,15 @@ def test_numerically_failed_star_dropped_on_read(tmp_path):
     np.savez(out, **arrays)
     data = read_chunks([out])
     np.testing.assert_array_equal(data["labels"], labels[:1])
+
+
+def test_atmosnet_files_are_checked_before_they_are_unpickled(tmp_path):
+    """atmosnet loads its networks with dill: only the pinned release's two files pass."""
+    from specscale.synth.atmosphere import ATMOSNET_PICKLES, check_atmosnet_files
+
+    with pytest.raises(ValueError, match="expected atmosnet's files"):
+        check_atmosnet_files(tmp_path)
+    for name in ATMOSNET_PICKLES:
+        (tmp_path / name).write_bytes(b"not the release's bytes")
+    with pytest.raises(ValueError, match=r"sha256 differs\); refusing to unpickle it"):
+        check_atmosnet_files(tmp_path)

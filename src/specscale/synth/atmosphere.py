@@ -15,6 +15,8 @@ VTURB, FLXCNV. SME needs RHOX, T, XNE, XNA (cm^-3, all particles but electrons) 
 from __future__ import annotations
 
 import functools
+import hashlib
+from pathlib import Path
 
 import numpy as np
 
@@ -67,12 +69,38 @@ def mean_mass_amu(abund_by_number: np.ndarray) -> float:
     return float(np.sum(frac * masses) / np.sum(frac))
 
 
+# atmosnet 1.0.1 loads its networks with dill (a pickle) from its own data folder: only these
+# files, byte for byte as in the pinned wheel, are ever unpickled
+ATMOSNET_PICKLES = {
+    "atmosnet_c3k_300neurons_cool.pkl": "07a5258162bfb98deb2472b87646b1a84a55cf93994a009bf17c4178187c8618",
+    "atmosnet_c3k_300neurons_hot.pkl": "1dfdbd14058e7d9ee40d5bb2c9038545ef61456e7d55b9002a1014af14d3810a",
+}
+
+
+def check_atmosnet_files(folder: Path) -> None:
+    """Refuse to let atmosnet unpickle anything but the pinned release's two network files."""
+    found = sorted(p.name for p in folder.glob("*.pkl"))
+    if found != sorted(ATMOSNET_PICKLES):
+        raise ValueError(f"{folder}: expected atmosnet's files {sorted(ATMOSNET_PICKLES)}, found {found}")
+    for name, digest in ATMOSNET_PICKLES.items():
+        if hashlib.sha256((folder / name).read_bytes()).hexdigest() != digest:
+            raise ValueError(
+                f"{folder / name}: not the file of atmosnet 1.0.1 (sha256 differs); refusing to unpickle it"
+            )
+
+
 @functools.cache
 def _models():
+    import importlib.util
+
     import scipy.integrate
 
     if not hasattr(scipy.integrate, "trapz"):
         scipy.integrate.trapz = scipy.integrate.trapezoid
+    spec = importlib.util.find_spec("atmosnet")
+    if spec is None or spec.origin is None:
+        raise ValueError("atmosnet is not installed: pip install -e '.[synth]'")
+    check_atmosnet_files(Path(spec.origin).parent / "data")
     from atmosnet import models
 
     return models.load_models()

@@ -12,7 +12,6 @@ the fit stops after ``patience`` epochs without improvement. Deterministic for a
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -139,19 +138,22 @@ def residual_stats(params: dict[str, np.ndarray], labels: np.ndarray, y: np.ndar
 
 
 def write_emulator(params: dict[str, np.ndarray], wave: np.ndarray, provenance: dict, out: str | Path) -> Path:
-    """Write the npz (``np.savez_compressed``; float32 weights, float64 box and wave, provenance a
-    0-d unicode array of JSON); it loads with ``np.load(out, allow_pickle=False)``."""
-    import os
+    """Write the fitted arrays as an emulator file (:func:`specscale.sim.emulator.write_emulator`:
+    atomic, checked on the way out, loads with ``allow_pickle=False``)."""
+    from specscale.sim.emulator import write_emulator as write_file
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {k: params[k] for k in NPZ_KEYS if k not in ("wave", "provenance")}
-    arrays["wave"] = np.asarray(wave, dtype=np.float64)
-    arrays["provenance"] = np.array(json.dumps(provenance, sort_keys=True))
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}.npz")
-    try:
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    n = len([k for k in params if k.startswith("w")])
+    write_file(
+        out,
+        [params[f"w{k}"] for k in range(n)],
+        [params[f"b{k}"] for k in range(n)],
+        params["x_lo"],
+        params["x_hi"],
+        params["y_mean"],
+        params["y_scale"],
+        wave,
+        provenance,
+    )
     return out
