@@ -119,9 +119,11 @@ def test_overfits_a_tiny_set(tiny_dataset):
     y = (y - y.mean()) / y.std()
     torch.manual_seed(0)
     net = SpectrumViT(dataclasses.replace(SMALL, dropout=0.0), src.wave, n_out=1)
-    opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
+    # lr 1e-3 and 300 steps: at 3e-3 the loss bounced, and whether step 200 fell below the
+    # threshold turned on the CPU's rounding (seeds 0-3 here: 0.005-0.043 of the first loss)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
     losses = []
-    for _ in range(200):
+    for _ in range(300):
         loss = loss_function("mse", net(x), y)
         opt.zero_grad()
         loss.backward()
