@@ -42,15 +42,14 @@ def register(sub) -> None:
 def cmd_labels(args) -> int:
     import numpy as np
 
+    from specscale.core.files import atomic_write
     from specscale.synth.config import load_synthesis_config
     from specscale.synth.labels import draw_labels
 
     config = load_synthesis_config(args.config)
     out = {which: draw_labels(config, which) for which in ("train", "test")}
-    from pathlib import Path
-
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    np.savez(args.out, **out)
+    with atomic_write(args.out) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **out)
     print(f"wrote {args.out}: train {len(out['train'])}, test {len(out['test'])} labels")
     return 0
 

@@ -61,6 +61,11 @@ class PfsStages:
         return c.wave_min * np.exp((np.arange(n) + 0.5) * self.dln)
 
     @cached_property
+    def fine_edges(self) -> np.ndarray:
+        """Fine-grid pixel edges (n_fine + 1), vacuum A."""
+        return self.config.wave_min * np.exp(np.arange(self.fine_wave.size + 1) * self.dln)
+
+    @cached_property
     def _pixel_matrix(self):
         """Sparse (n_pix, n_fine) map: LSF convolution then the average over each PFS pixel.
 
@@ -68,7 +73,7 @@ class PfsStages:
         from scipy import sparse
 
         inst, wave = self.instrument, self.fine_wave
-        e_fine = self.config.wave_min * np.exp(np.arange(wave.size + 1) * self.dln)
+        e_fine = self.fine_edges
         lo = inst.wave - inst.dlambda / 2
         hi = inst.wave + inst.dlambda / 2
         first = np.searchsorted(e_fine, lo, side="right") - 1

@@ -37,6 +37,7 @@ from specscale.core.vocab import LABELS
 from specscale.sim.atmosphere_base import PfsStages
 from specscale.sim.instrument import Instrument
 from specscale.sim.model_grid import MEDIA, read_grid
+from specscale.sim.numerics import mean_over_bins
 
 UNITS = {"teff": "K", "logg": "dex", "mh": "dex", "am": "dex"}
 
@@ -108,22 +109,11 @@ class GridAtmosphere(PfsStages):
 
     # ---- the node table ------------------------------------------------------------------------
     @cached_property
-    def _fine_edges(self) -> np.ndarray:
-        return self.config.wave_min * np.exp(np.arange(self.fine_wave.size + 1) * self.dln)
-
-    @cached_property
     def _ln_table(self) -> np.ndarray:
         """ln of each node's f_lambda averaged over the fine pixels (n_nodes, n_fine): the linear
-        interpolant of the grid's samples integrated exactly between the fine edges, bin by bin
-        (local sums: deep line cores keep their precision)."""
-        g, e = self.grid, self._fine_edges
-        inner = g.wave[(g.wave > e[0]) & (g.wave < e[-1])]
-        points = np.union1d(inner, e)
-        starts = np.searchsorted(points, e[:-1])  # first segment of each fine pixel
-        flux = g.flux.reshape(-1, g.wave.size)
-        at = np.stack([np.interp(points, g.wave, row) for row in flux])
-        seg = 0.5 * (at[:, 1:] + at[:, :-1]) * np.diff(points)
-        return np.log(np.add.reduceat(seg, starts, axis=1) / np.diff(e))
+        interpolant of the grid's samples integrated exactly between the fine edges, bin by bin."""
+        g = self.grid
+        return np.log(mean_over_bins(g.wave, g.flux.reshape(-1, g.wave.size), self.fine_edges))
 
     def _tensors(self, dtype, device) -> dict:
         key = (dtype, str(device))

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from specscale.core.files import atomic_write
 
 FIXED_KEYS = ("x_lo", "x_hi", "y_mean", "y_scale", "wave", "provenance")
 
@@ -70,14 +71,10 @@ def write_emulator(path, weights, biases, x_lo, x_hi, y_mean, y_scale, wave, pro
         "wave": np.asarray(wave, np.float64),
         "provenance": np.array(json.dumps(provenance, sort_keys=True)),
     }
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_write(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays)
         _check(_load(tmp, path), path)  # what is written must read back
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 

@@ -28,6 +28,15 @@ def air_to_vacuum(wave_air):
     return wave_air * n
 
 
+def vacuum_to_air(wave_vac: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`air_to_vacuum` (three fixed-point steps: error < 1e-9 A)."""
+    wave_vac = np.asarray(wave_vac, dtype=np.float64)
+    air = wave_vac / 1.00028
+    for _ in range(3):
+        air = air * wave_vac / air_to_vacuum(air)
+    return air
+
+
 def read_table(name: str) -> np.ndarray:
     """Read a comma-separated shipped table with ``#`` comments and one header row."""
     with data_path(name).open() as fh:

@@ -11,11 +11,11 @@ file and renamed (``os.replace``), so a killed job leaves no partial chunk.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
+from specscale.core.files import atomic_write
 from specscale.synth.config import SynthesisConfig
 from specscale.synth.synthesize import FineFlux, sme_fine_flux, synthesize_star
 
@@ -65,13 +65,8 @@ def write_chunk(
             continue
         flux[i], ln_fmed0[i], seconds[i], ok[i] = f, lnf, sec, True
         log.info("star %d/%d %s: %.1f CPU-s", i + 1, n, np.round(theta, 3).tolist(), sec)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}.npz")
-    try:
-        np.savez(tmp, labels=labels, flux=flux, ln_fmed0=ln_fmed0, seconds=seconds, ok=ok)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(out) as tmp, open(tmp, "wb") as f:
+        np.savez(f, labels=labels, flux=flux, ln_fmed0=ln_fmed0, seconds=seconds, ok=ok)
     return True
 
 

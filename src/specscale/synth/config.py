@@ -125,10 +125,7 @@ class SynthesisConfig:
 
 def synthesis_config(values: dict[str, Any] | None) -> SynthesisConfig:
     """The config from the ``synthesis`` section's dict (unknown keys named)."""
-    values = dict(values or {})
-    if "alpha_elements" in values and isinstance(values["alpha_elements"], list):
-        values["alpha_elements"] = tuple(values["alpha_elements"])
-    return from_dict(SynthesisConfig, values, "synthesis")
+    return from_dict(SynthesisConfig, values, "synthesis")  # a YAML list becomes the tuple field
 
 
 def load_synthesis_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> SynthesisConfig:

@@ -4,8 +4,8 @@ grid -> the normalised PFS MR spectrum and fmed0 (what the emulated source repro
 SME (pysme) works in air: the synthesised range is the fine grid's vacuum range converted to
 air with a margin; its output wavelengths are converted back to vacuum with
 :func:`specscale.sim.instrument.air_to_vacuum` and the linear interpolant of its samples is
-integrated exactly over each fine pixel (flux-conserving, as
-``specscale.sim.atmosphere_grid.GridAtmosphere._ln_table`` bins model grids). The fixed PFS
+integrated exactly over each fine pixel (flux-conserving:
+:func:`specscale.sim.numerics.mean_over_bins`, which bins model grids too). The fixed PFS
 stages (LSF, pixels, HSC-i, smoothed median) are :class:`specscale.sim.atmosphere_base.PfsStages`.
 
 Units: f_lambda as SME returns it (surface flux, erg s^-1 cm^-2 A^-1; only ratios matter);
@@ -22,7 +22,8 @@ from collections.abc import Callable
 import numpy as np
 
 from specscale.sim.atmosphere_base import PfsStages
-from specscale.sim.instrument import air_to_vacuum
+from specscale.sim.instrument import air_to_vacuum, vacuum_to_air
+from specscale.sim.numerics import mean_over_bins
 from specscale.synth.config import SynthesisConfig
 
 log = logging.getLogger(__name__)
@@ -30,41 +31,10 @@ log = logging.getLogger(__name__)
 AIR_MARGIN = 3.0  # A added to each end of the synthesised air range (air-vacuum shift is ~2-2.5 A)
 
 
-def vacuum_to_air(wave_vac: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`air_to_vacuum` (three fixed-point steps: error < 1e-9 A)."""
-    wave_vac = np.asarray(wave_vac, dtype=np.float64)
-    air = wave_vac / 1.00028
-    for _ in range(3):
-        air = air * wave_vac / air_to_vacuum(air)
-    return air
-
-
 @functools.cache
 def stages(config: SynthesisConfig) -> PfsStages:
     """The fixed PFS stages on the config's fine grid (cached per config)."""
     return PfsStages(config)
-
-
-def fine_edges(config: SynthesisConfig) -> np.ndarray:
-    st = stages(config)
-    return config.wave_min * np.exp(np.arange(st.fine_wave.size + 1) * st.dln)
-
-
-def bin_to_fine(wave_vac: np.ndarray, flux: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Mean of the linear interpolant of (wave_vac, flux) over each fine pixel [edges[i], edges[i+1]]
-    (vacuum A); ValueError when the samples do not cover the edges."""
-    order = np.argsort(wave_vac, kind="stable")
-    wave_vac, flux = wave_vac[order], flux[order]
-    if wave_vac[0] > edges[0] or wave_vac[-1] < edges[-1]:
-        raise ValueError(
-            f"synthesis covers {wave_vac[0]:.2f}-{wave_vac[-1]:.2f} A, the fine grid {edges[0]:.2f}-{edges[-1]:.2f} A"
-        )
-    inner = wave_vac[(wave_vac > edges[0]) & (wave_vac < edges[-1])]
-    points = np.union1d(inner, edges)
-    starts = np.searchsorted(points, edges[:-1])
-    at = np.interp(points, wave_vac, flux)
-    seg = 0.5 * (at[1:] + at[:-1]) * np.diff(points)
-    return np.add.reduceat(seg, starts) / np.diff(edges)
 
 
 def pfs_outputs(config: SynthesisConfig, f_fine: np.ndarray) -> tuple[np.ndarray, float]:
@@ -142,8 +112,13 @@ def sme_fine_flux(config: SynthesisConfig, theta: np.ndarray) -> np.ndarray:
         fluxes.append(np.asarray(sme.synth[0], dtype=np.float64))
     wave = air_to_vacuum(np.concatenate(waves))
     flux = np.concatenate(fluxes)
-    wave, keep = np.unique(wave, return_index=True)  # shared segment ends
-    return bin_to_fine(wave, flux[keep], fine_edges(config))
+    wave, keep = np.unique(wave, return_index=True)  # sorted; shared segment ends once
+    edges = stages(config).fine_edges
+    if wave[0] > edges[0] or wave[-1] < edges[-1]:
+        raise ValueError(
+            f"synthesis covers {wave[0]:.2f}-{wave[-1]:.2f} A, the fine grid {edges[0]:.2f}-{edges[-1]:.2f} A"
+        )
+    return mean_over_bins(wave, flux[keep], edges)
 
 
 FineFlux = Callable[[SynthesisConfig, np.ndarray], np.ndarray]

@@ -143,7 +143,6 @@ def write_emulator(params: dict[str, np.ndarray], wave: np.ndarray, provenance: 
     from specscale.sim.emulator import write_emulator as write_file
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     n = len([k for k in params if k.startswith("w")])
     write_file(
         out,
