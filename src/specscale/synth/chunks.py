@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from specscale.core.files import atomic_write
+from specscale.sim.instrument import Instrument
 from specscale.synth.config import SynthesisConfig
 from specscale.synth.synthesize import FineFlux, sme_fine_flux, synthesize_star
 
 log = logging.getLogger(__name__)
 
-N_PIX = 4096
 CHUNK_KEYS = ("labels", "flux", "ln_fmed0", "seconds", "ok")
 # an absorption spectrum divided by its median stays well below this; SME blew up once in 288
 # stars (5749 K, log g 1.59, [M/H] -1.56, [alpha/M] -0.23: normalised flux up to 2e11)
@@ -41,7 +41,7 @@ def write_chunk(
     out = Path(out)
     labels = np.atleast_2d(np.asarray(labels, dtype=np.float64))
     n = len(labels)
-    flux = np.full((n, N_PIX), np.nan, dtype=np.float32)
+    flux = np.full((n, Instrument().n_pix), np.nan, dtype=np.float32)
     ln_fmed0 = np.full(n, np.nan)
     seconds = np.zeros(n)
     ok = np.zeros(n, dtype=bool)

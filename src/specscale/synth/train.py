@@ -13,11 +13,14 @@ the fit stops after ``patience`` epochs without improvement. Deterministic for a
 from __future__ import annotations
 
 import logging
+import re
 import time
 from pathlib import Path
 
 import numpy as np
 
+from specscale.sim.emulator import EmulatorNet, EmulatorWeights
+from specscale.sim.emulator import write_emulator as write_file
 from specscale.synth.config import SynthesisConfig
 
 log = logging.getLogger(__name__)
@@ -37,15 +40,27 @@ def _net(n_in: int, hidden: int, n_out: int):
     )
 
 
-def emulate_numpy(params: dict[str, np.ndarray], theta: np.ndarray) -> np.ndarray:
-    """The emulator's outputs (n, 4097) at labels ``theta`` (n, 4), in numpy float64 (the
-    reference forward pass of the npz format)."""
-    silu = lambda z: z / (1.0 + np.exp(-z))
-    f = lambda k: np.asarray(params[k], dtype=np.float64)
-    x = (np.atleast_2d(theta) - f("x_lo")) / (f("x_hi") - f("x_lo")) - 0.5
-    h = silu(x @ f("w0").T + f("b0"))
-    h = silu(h @ f("w1").T + f("b1"))
-    return f("y_mean") + f("y_scale") * (h @ f("w2").T + f("b2"))
+def as_weights(params: dict[str, np.ndarray], wave: np.ndarray) -> EmulatorWeights:
+    """The fitted arrays as the runtime's :class:`EmulatorWeights` (pixel centres ``wave``, A)."""
+    n = len([k for k in params if re.fullmatch(r"w\d+", k)])
+    return EmulatorWeights(
+        weights=tuple(params[f"w{k}"] for k in range(n)),
+        biases=tuple(params[f"b{k}"] for k in range(n)),
+        **{k: np.asarray(params[k]) for k in ("x_lo", "x_hi", "y_mean", "y_scale")},
+        wave=np.asarray(wave, dtype=np.float64),
+        provenance={},
+    )
+
+
+def predict(params: dict[str, np.ndarray], theta: np.ndarray) -> np.ndarray:
+    """The emulator's outputs (n, n_out) float64 at labels ``theta`` (n, 4), through the runtime's
+    own forward pass (:class:`specscale.sim.emulator.EmulatorNet`)."""
+    import torch
+
+    n_pix = np.asarray(params["y_mean"]).size - 1
+    net = EmulatorNet(as_weights(params, np.zeros(n_pix)))
+    with torch.no_grad():
+        return net.outputs(torch.as_tensor(np.atleast_2d(theta), dtype=torch.float64)).numpy()
 
 
 def targets(data: dict[str, np.ndarray]) -> np.ndarray:
@@ -123,7 +138,7 @@ def fit(config: SynthesisConfig, labels: np.ndarray, y: np.ndarray) -> tuple[dic
 def residual_stats(params: dict[str, np.ndarray], labels: np.ndarray, y: np.ndarray) -> dict:
     """|emulated - synthesised| over the held-out stars and flux pixels (median, p99, max), the
     per-pixel median's worst pixel, and ln fmed0's (median, max)."""
-    pred = emulate_numpy(params, labels)
+    pred = predict(params, labels)
     err = np.abs(pred - y)
     flux_err = err[:, :-1]
     return {
@@ -140,19 +155,7 @@ def residual_stats(params: dict[str, np.ndarray], labels: np.ndarray, y: np.ndar
 def write_emulator(params: dict[str, np.ndarray], wave: np.ndarray, provenance: dict, out: str | Path) -> Path:
     """Write the fitted arrays as an emulator file (:func:`specscale.sim.emulator.write_emulator`:
     atomic, checked on the way out, loads with ``allow_pickle=False``)."""
-    from specscale.sim.emulator import write_emulator as write_file
-
+    e = as_weights(params, wave)
     out = Path(out)
-    n = len([k for k in params if k.startswith("w")])
-    write_file(
-        out,
-        [params[f"w{k}"] for k in range(n)],
-        [params[f"b{k}"] for k in range(n)],
-        params["x_lo"],
-        params["x_hi"],
-        params["y_mean"],
-        params["y_scale"],
-        wave,
-        provenance,
-    )
+    write_file(out, e.weights, e.biases, e.x_lo, e.x_hi, e.y_mean, e.y_scale, e.wave, provenance)
     return out
