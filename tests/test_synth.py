@@ -174,10 +174,96 @@ def test_ges_reader(tmp_path):
     np.testing.assert_allclose(lines.gamrad[1], 8.0)
     np.testing.assert_allclose(lines.gflog[0], -0.377 + np.log10(0.71698))  # 138Ba's solar fraction
     assert lines.n_isotope_skipped == 1  # an isotope without a solar fraction
+    nan = tmp_path / "nan"
+    nan.write_text(GES_SAMPLE.replace("0.237  407.273", "nan  407.273", 1))
+    with pytest.raises(ValueError, match=r"NaN or infinity in gflog of the line at 8183\.256"):
+        read_turbospectrum(nan, 6400, 9000)
     bad = tmp_path / "bad"
     bad.write_text("not a line list\n")
     with pytest.raises(ValueError, match="bad:1"):
         read_turbospectrum(bad, 6400, 9000)
+
+
+H_SAMPLE = """\
+'01.000000                 '    1   3
+'H I lam(AA) nblo nbup elo(eV)   eup(eV)  loggf     ident      raddamp/from BE 20/11-96'
+  6562.797     2    3   10.199   12.088    0.710   'Halpha   ' 5.70E+08
+  8750.476     3   12   12.088   13.505   -1.175   'Pa 12    ' 6.31E+08
+  9545.969     3    8   12.088   13.386   -0.726   'Pa  8    ' 6.31E+08
+"""
+
+# MOOG's ten-character columns: wave, species, excitation, log gf, [C6], D0, free text
+MOOG_SAMPLE = (
+    "  8000.100 607.01214     0.500    -2.000               7.724          1500Ra0045\n"
+    "  8000.200 607.01314     0.500    -2.000               7.724          1500Ra0045\n"
+    "  8000.300 822.01646     0.500    -1.000               6.870                PLEZ\n"
+    "  8000.400 822.01647     0.500    -1.000               6.870                PLEZ\n"
+    "  8000.500 822.01647     3.000    -1.000               6.870                PLEZ\n"
+    "  9500.000 822.01647     0.500    -1.000               6.870                PLEZ\n"
+)
+
+
+def test_hydrogen_block_in_turbospectrum_layout(tmp_path):
+    path = tmp_path / "Hlinedata"
+    path.write_text(H_SAMPLE)
+    lines = read_turbospectrum(path, 6400, 9000)
+    assert list(lines.species) == ["H 1", "H 1"]  # Pa 8 at 9546 A is outside
+    np.testing.assert_allclose(lines.wlcent, [6562.797, 8750.476])
+    np.testing.assert_allclose(lines.excit, [10.199, 12.088])  # the lower level's energy, not n
+    np.testing.assert_allclose(lines.gflog, [0.710, -1.175])
+    np.testing.assert_allclose(lines.gamrad, np.log10([5.70e8, 6.31e8]))
+    # SME takes a hydrogen line's principal quantum numbers in the gamqst / gamvw slots
+    np.testing.assert_allclose(lines.gamqst, [2, 3])
+    np.testing.assert_allclose(lines.gamvw, [3, 12])
+
+
+def test_moog_molecules_fractions_coverage_and_pruning(tmp_path):
+    import gzip
+
+    from specscale.synth.molecules import isotopologue_coverage, parse_code, read_moog_molecules
+
+    assert parse_code("607.01214") == ("CN 1", pytest.approx(0.9893 * 0.99636))
+    assert parse_code("822.01648") == ("TiO 1", pytest.approx(0.99757 * 0.7372))
+    path = tmp_path / "mol.gz"
+    with gzip.open(path, "wt") as fh:
+        fh.write(MOOG_SAMPLE)
+    lines = read_moog_molecules(path, 6400, 9000, teff_ref=3750.0, prune_dex=3.0)
+    assert list(lines.species) == ["CN 1", "CN 1", "TiO 1", "TiO 1"]  # 9500 A out, 3 eV line pruned
+    # CN: both isotopologues listed (coverage 0.9893 + 0.0107 of C with 14N): nearly unscaled
+    cn = 0.99636 * np.array([0.9893, 0.0107])
+    np.testing.assert_allclose(lines.gflog[:2], -2.0 + np.log10(cn / cn.sum()))
+    # TiO: only 46/47TiO listed; they stand in for the whole molecule in proportion
+    ti = np.array([0.0825, 0.0744])
+    np.testing.assert_allclose(lines.gflog[2:], -1.0 + np.log10(ti / ti.sum()))
+    cov = isotopologue_coverage(path)
+    assert cov["TiO 1"] == pytest.approx(0.99757 * ti.sum())
+    # pruning is per molecule, relative to its strongest line: 13CN is 1.97 dex below 12CN
+    strict = read_moog_molecules(path, 6400, 9000, teff_ref=3750.0, prune_dex=1.0)
+    assert list(strict.species) == ["CN 1", "TiO 1", "TiO 1"]
+    bad = tmp_path / "bad.txt"
+    bad.write_text(MOOG_SAMPLE + "  8001.000 not-a-code\n")
+    with pytest.raises(ValueError, match=r"bad.txt:7"):
+        read_moog_molecules(bad, 6400, 9000, 3750.0, 3.0)
+    nan = tmp_path / "nan.txt"
+    nan.write_text("  8000.100 607.01214       nan    -2.000\n")
+    with pytest.raises(ValueError, match=r"nan.txt:1: NaN or infinity"):
+        read_moog_molecules(nan, 6400, 9000, 3750.0, 3.0)
+    unknown = tmp_path / "unknown.txt"
+    unknown.write_text("  8000.100 812.01628     0.500    -2.000\n")
+    with pytest.raises(ValueError, match=r"unknown.txt: species 812.01628"):
+        read_moog_molecules(unknown, 6400, 9000, 3750.0, 3.0)
+
+
+def test_extra_linelists_named_when_absent(tmp_path):
+    with pytest.raises(ConfigError, match=r"synthesis\.hydrogen_linelist"):
+        SynthesisConfig(hydrogen_linelist=str(tmp_path / "H")).extra_linelist_paths()
+    with pytest.raises(ConfigError, match=r"synthesis\.molecular_linelists\[0\]"):
+        SynthesisConfig(molecular_linelists=(str(tmp_path / "cn.gz"),)).extra_linelist_paths()
+    with pytest.raises(ConfigError, match=r"synthesis\.molecular_linelists"):
+        synthesis_config({"molecular_linelists": "cn.gz"})
+    with pytest.raises(ConfigError, match=r"synthesis\.molecule_prune_dex"):
+        synthesis_config({"molecule_prune_dex": float("nan")})
+    assert synthesis_config({"molecular_linelists": ["a", "b"]}).molecular_linelists == ("a", "b")
 
 
 @pytest.mark.parametrize(
@@ -231,6 +317,46 @@ def test_real_sme_calcium_triplet_stronger_in_giant(tmp_path):
     # the Ca II 8542 core forms high up, where the giant's lower density keeps more Ca+ in the
     # lower level; at fixed Teff the giant's line is the stronger one
     assert ew[2.0] > ew[4.5] > 0.3
+
+
+@pytest.mark.slow
+def test_real_sme_takes_hydrogen_and_molecular_lines(tmp_path):
+    pytest.importorskip("pysme")
+    pytest.importorskip("atmosnet")
+    from pysme.sme import SME_Structure
+    from pysme.synthesize import synthesize_spectrum
+
+    from specscale.synth.atmosphere import sme_atmosphere
+    from specscale.synth.linelist import to_pysme
+    from specscale.synth.molecules import read_moog_molecules
+    from specscale.synth.synthesize import star_abund
+
+    (tmp_path / "H").write_text(H_SAMPLE)
+    (tmp_path / "mol").write_text(MOOG_SAMPLE)
+    hydrogen = read_turbospectrum(tmp_path / "H", 8700, 8800)
+    molecules = read_moog_molecules(tmp_path / "mol", 7990, 8010, 3750.0, 3.0)
+    cfg = SynthesisConfig()
+
+    def depth(teff, logg, lines, wran, centre):
+        abund = star_abund(cfg, 0.0, 0.0)
+        sme = SME_Structure()
+        sme.teff, sme.logg, sme.monh, sme.vmic, sme.vmac, sme.vsini = teff, logg, 0.0, cfg.vmic(logg), 0.0, 0.0
+        sme.abund = abund
+        sme.atmo = sme_atmosphere(teff, logg, 0.0, 0.0, abund, cfg.vmic(logg))
+        sme.linelist = to_pysme(lines)
+        sme.wran = [wran]
+        sme = synthesize_spectrum(sme)
+        wave, flux = np.asarray(sme.wave[0]), np.asarray(sme.synth[0])
+        return 1.0 - float(np.interp(centre, wave, flux))
+
+    # Paschen 12 in a 6000 K dwarf (SME's own hydrogen profiles); nearly gone at 4000 K
+    pa12_warm = depth(6000.0, 4.0, [(hydrogen, "H")], [8740.0, 8760.0], 8750.476)
+    pa12_cool = depth(4000.0, 4.0, [(hydrogen, "H")], [8740.0, 8760.0], 8750.476)
+    assert pa12_warm > 0.1 and pa12_warm > 3 * pa12_cool
+    # the "TiO 1" lines exist for SME's molecular equilibrium in a 3750 K dwarf, not at 6000 K
+    tio_cool = depth(3750.0, 4.5, [(molecules, "mol")], [7998.0, 8002.0], 8000.3)
+    tio_warm = depth(6000.0, 4.5, [(molecules, "mol")], [7998.0, 8002.0], 8000.3)
+    assert tio_cool > 0.05 and tio_cool > 10 * tio_warm
 
 
 def test_repair_redoes_only_failed_stars(tmp_path):

@@ -62,7 +62,8 @@ def cmd_chunk(args) -> int:
     from specscale.synth.labels import chunk_labels
 
     config = load_synthesis_config(args.config)
-    config.linelist_path()  # fail now, naming synthesis.linelist, not per star
+    config.linelist_path()  # fail now, naming synthesis.linelist (and the extra lists), not per star
+    config.extra_linelist_paths()
     with np.load(args.labels, allow_pickle=False) as data:
         labels = data[args.which]
     rows = chunk_labels(labels, config.chunk_size, args.index)

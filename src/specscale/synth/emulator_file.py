@@ -26,24 +26,45 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def provenance(config: SynthesisConfig, train: dict, fit_summary: dict, accuracy: dict) -> dict:
-    """The JSON-able provenance of an emulator fitted with ``config`` to the stars ``train``."""
+def line_lists(config: SynthesisConfig) -> dict:
+    """What the synthesis read: per list its file, sha256, lines in the synthesised range (and
+    for molecules the pruning and the isotopologue coverage)."""
     from specscale.synth.linelist import file_sha256
+    from specscale.synth.molecules import isotopologue_coverage
+    from specscale.synth.synthesize import air_ranges, line_sets
 
     path = Path(config.linelist)
-    line_info = {"file": path.name}
-    if path.is_file():
-        from specscale.synth.linelist import read_turbospectrum
-        from specscale.synth.synthesize import air_ranges
+    if not path.is_file():
+        return {"atomic": {"file": path.name}}
+    ranges = air_ranges(config)
+    sets = line_sets(config, ranges[0][0] - 1.0, ranges[-1][1] + 1.0)
+    hydrogen, molecular = config.extra_linelist_paths()
+    files = [path] + ([hydrogen] if hydrogen else []) + list(molecular)
+    out = {}
+    for (lines, ref), file in zip(sets, files):
+        entry = {"file": file.name, "sha256": file_sha256(file), "n_lines_synthesised_range": len(lines)}
+        if ref == "GES":
+            entry["format"] = "Turbospectrum (Gaia-ESO, Heiter et al. 2021), air wavelengths"
+            entry["n_unsold_factor_dropped"] = lines.n_unsold_factor
+        elif ref == "H":
+            entry["format"] = "Turbospectrum Hlinedata (hydrogen), air wavelengths; SME's own profiles"
+        else:
+            entry["format"] = "MOOG (linemake), air wavelengths"
+            entry["pruned"] = (
+                f"kept: log gf + log10 fraction - 5040/{config.molecule_teff_ref:g} x excitation within "
+                f"{config.molecule_prune_dex:g} dex of the molecule's strongest line"
+            )
+            entry["isotopologue_coverage"] = isotopologue_coverage(file)
+        out[ref] = entry
+    return out
 
-        ranges = air_ranges(config)
-        line_info["sha256"] = file_sha256(path)
-        lines = read_turbospectrum(path, ranges[0][0] - 1.0, ranges[-1][1] + 1.0)
-        line_info["n_lines_synthesised_range"] = len(lines)
-        line_info["n_unsold_factor_dropped"] = lines.n_unsold_factor
+
+def provenance(config: SynthesisConfig, train: dict, fit_summary: dict, accuracy: dict) -> dict:
+    """The JSON-able provenance of an emulator fitted with ``config`` to the stars ``train``."""
     sec = train["seconds"]
     return {
         "what": "emulator of pysme LTE synthesis on atmosnet models, PFS MR red arm, lowT prior (docs/synthesis.md)",
+        "line_lists": line_lists(config),
         "codes": {
             "pysme-astro": _version("pysme-astro"),
             "atmosnet": _version("atmosnet"),
@@ -51,7 +72,6 @@ def provenance(config: SynthesisConfig, train: dict, fit_summary: dict, accuracy
             "torch": _version("torch"),
             "numpy": np.__version__,
         },
-        "line_list": {**line_info, "format": "Turbospectrum (Gaia-ESO, Heiter et al. 2021), air wavelengths"},
         "atmosphere": "atmosnet 1.0.1 C3K/ATLAS12 nets, 80 layers, output as 10**ln(x); "
         "[M/H]->FE_H, [alpha/M]->ALPHA_FE",
         "radiative_transfer": f"SME LTE, plane-parallel, accrt {config.accrt:g}, accwi {config.accwi:g}, vsini 0, "

@@ -66,14 +66,13 @@ class TurboLines:
     def __len__(self) -> int:
         return self.wlcent.size
 
-    def to_pysme(self):
-        """The pysme ``LineList`` (short format, medium air, depth 1 and Lande 0: no field, so
-        the Lande factor does not matter, and SME's own weak-line selection decides)."""
+    def frame(self, reference: str):
+        """The lines as a pandas frame of pysme's short-format columns (depth 1 and Lande 0: no
+        field, so the Lande factor does not matter, and SME's own weak-line selection decides)."""
         import pandas as pd
-        from pysme.linelist.linelist import LineList
 
         n = len(self)
-        frame = pd.DataFrame(
+        return pd.DataFrame(
             {
                 "species": self.species.astype(str),
                 "wlcent": self.wlcent,
@@ -84,12 +83,26 @@ class TurboLines:
                 "gamvw": self.gamvw,
                 "lande": np.zeros(n),
                 "depth": np.ones(n),
-                "reference": np.full(n, "GES", dtype=object),
+                "reference": np.full(n, reference, dtype=object),
                 "atom_number": np.ones(n),
                 "ionization": np.array([int(s.split()[1]) for s in self.species], dtype=float),
             }
         )
-        return LineList(frame, lineformat="short", medium="air")
+
+    def to_pysme(self, reference: str = "GES"):
+        """The pysme ``LineList`` (short format, medium air)."""
+        return to_pysme([(self, reference)])
+
+
+def to_pysme(parts: list[tuple[TurboLines, str]]):
+    """One pysme ``LineList`` (short format, medium air, sorted by wavelength) from several
+    line sets, each with its reference (e.g. "GES", "H", "CN")."""
+    import pandas as pd
+    from pysme.linelist.linelist import LineList
+
+    frame = pd.concat([lines.frame(ref) for lines, ref in parts], ignore_index=True)
+    frame = frame.sort_values("wlcent", kind="stable").reset_index(drop=True)
+    return LineList(frame, lineformat="short", medium="air")
 
 
 def file_sha256(path: str | Path) -> str:
@@ -108,10 +121,31 @@ def _is_number(token: str) -> bool:
     return True
 
 
+def _read_hydrogen(block: list[str], wave_min: float, wave_max: float, cols: dict, where: str) -> None:
+    """Hydrogen lines in Turbospectrum's ``Hlinedata`` layout: air wavelength (A), lower and upper
+    principal quantum numbers, lower and upper energies (eV), log gf, 'name', gamma_rad (s^-1).
+    SME computes their profiles itself (HLINPROF/HLINOP: Stark, resonance and van der Waals) and
+    reads a hydrogen line's lower and upper principal quantum numbers from its ``gamqst`` and
+    ``gamvw`` slots (without them it skips the line and returns a spectrum of zeros)."""
+    for k, row in enumerate(block):
+        tok = row.split()
+        try:
+            wave, n_low, n_up = float(tok[0]), int(tok[1]), int(tok[2])
+            elo, gflog, raddmp = float(tok[3]), float(tok[5]), float(tok[-1])
+        except (ValueError, IndexError):
+            raise ValueError(f"{where}+{k}: not a hydrogen line: {row[:60]!r}") from None
+        if not 0 < n_low < n_up:
+            raise ValueError(f"{where}+{k}: hydrogen levels must satisfy 0 < n_lower < n_upper: {row[:60]!r}")
+        if wave_min <= wave <= wave_max:
+            for key, value in zip(cols, ("H 1", wave, elo, gflog, np.log10(raddmp), float(n_low), float(n_up))):
+                cols[key].append(value)
+
+
 def read_turbospectrum(path: str | Path, wave_min: float, wave_max: float) -> TurboLines:
     """Read the atomic lines with air wavelengths in [wave_min, wave_max] A from the
     Turbospectrum-format list at ``path`` (ValueError naming the file and line when it is not
-    one; molecular blocks, species code >= 100, are skipped)."""
+    one; molecular blocks, species code >= 100, are skipped; a hydrogen block, code 1, is read in
+    the layout of Turbospectrum's ``Hlinedata``)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"line list not found: {path}")
@@ -137,6 +171,9 @@ def read_turbospectrum(path: str | Path, wave_min: float, wave_max: float) -> Tu
         i += 2 + n_lines
         z = int(code)
         if z >= 100:  # a molecule
+            continue
+        if z == 1:  # Turbospectrum's hydrogen file (DATA/Hlinedata): its own columns
+            _read_hydrogen(block, wave_min, wave_max, cols, f"{path}:{i - n_lines + 1}")
             continue
         frac = 1.0
         iso = int(round((code - z) * 1000))
@@ -168,6 +205,11 @@ def read_turbospectrum(path: str | Path, wave_min: float, wave_max: float) -> Tu
     order = np.argsort(np.asarray(cols["wlcent"]), kind="stable")
     arrays = {k: np.asarray(v)[order] for k, v in cols.items()}
     arrays["species"] = arrays["species"].astype(str) if arrays["species"].size else np.zeros(0, str)
-    for k in ("wlcent", "excit", "gflog", "gamrad", "gamqst", "gamvw"):
+    numeric = ("wlcent", "excit", "gflog", "gamrad", "gamqst", "gamvw")
+    for k in numeric:
         arrays[k] = arrays[k].astype(np.float64)
+    bad = [k for k in numeric if not np.isfinite(arrays[k]).all()]
+    if bad:
+        at = arrays["wlcent"][~np.isfinite(arrays[bad[0]])][0]
+        raise ValueError(f"{path}: NaN or infinity in {bad[0]} of the line at {at:.3f} A")
     return TurboLines(**arrays, n_unsold_factor=n_unsold, n_isotope_skipped=n_iso_skip)

@@ -50,13 +50,31 @@ def pfs_outputs(config: SynthesisConfig, f_fine: np.ndarray) -> tuple[np.ndarray
 
 
 # ---- SME ---------------------------------------------------------------------------------------
-@functools.cache
-def _linelist(path: str, wave_min_air: float, wave_max_air: float):
+def line_sets(config: SynthesisConfig, wave_min_air: float, wave_max_air: float) -> list:
+    """[(TurboLines, reference)]: the atomic list, then the hydrogen and molecular lists when the
+    config names them, each cut to [wave_min_air, wave_max_air] A."""
     from specscale.synth.linelist import read_turbospectrum
+    from specscale.synth.molecules import read_moog_molecules
 
-    lines = read_turbospectrum(path, wave_min_air, wave_max_air)
-    log.info("line list %s: %d lines in %.0f-%.0f A (air)", path, len(lines), wave_min_air, wave_max_air)
-    return lines.to_pysme()
+    hydrogen, molecular = config.extra_linelist_paths()
+    sets = [(read_turbospectrum(config.linelist_path(), wave_min_air, wave_max_air), "GES")]
+    if hydrogen is not None:
+        sets.append((read_turbospectrum(hydrogen, wave_min_air, wave_max_air), "H"))
+    for path in molecular:
+        lines = read_moog_molecules(
+            path, wave_min_air, wave_max_air, config.molecule_teff_ref, config.molecule_prune_dex
+        )
+        sets.append((lines, path.name))
+    for lines, ref in sets:
+        log.info("lines %s: %d in %.0f-%.0f A (air)", ref, len(lines), wave_min_air, wave_max_air)
+    return sets
+
+
+@functools.cache
+def _linelist(config: SynthesisConfig, wave_min_air: float, wave_max_air: float):
+    from specscale.synth.linelist import to_pysme
+
+    return to_pysme(line_sets(config, wave_min_air, wave_max_air))
 
 
 def star_abund(config: SynthesisConfig, mh: float, am: float):
@@ -92,7 +110,7 @@ def sme_fine_flux(config: SynthesisConfig, theta: np.ndarray) -> np.ndarray:
 
     teff, logg, mh, am = (float(x) for x in theta)
     ranges = air_ranges(config)
-    linelist = _linelist(str(config.linelist_path()), ranges[0][0] - 1.0, ranges[-1][1] + 1.0)
+    linelist = _linelist(config, ranges[0][0] - 1.0, ranges[-1][1] + 1.0)
     abund = star_abund(config, mh, am)
     vmic = config.vmic(logg)
     waves, fluxes = [], []
