@@ -28,7 +28,7 @@ from specscale.synth.synthesize import synthesize_star
 
 TEFFS = (3800.0, 4200.0, 4600.0, 5200.0, 6000.0)
 LOGGS = (1.5, 4.5)
-EXTRA_LINES = {"Pa 12 8750": ((8750.47,), 3.0), "Pa 11 8863": ((8862.79,), 3.0)}
+EXTRA_LINES = {"Pa 12 8750": ((8750.47,), 3.0)}  # Pa 11 (8865 A vacuum) lies beyond the arm's 8850 A
 EXTRA_BANDS = {"TiO 7589": ((7589.0, 7610.0), (7550.0, 7580.0))}
 
 
@@ -100,7 +100,7 @@ def figure(wave, spectra, out) -> None:
         ax.plot(wave, full, lw=0.5, color="C3", label="+ hydrogen, CN, TiO")
         ax.set_title(title, fontsize=9, loc="left")
         ax.set_ylabel("normalised flux")
-    for lam, name in [(7589, "TiO"), (7874, "CN"), (8432, "TiO"), (8542, "Ca II"), (8750, "Pa 12"), (8863, "Pa 11")]:
+    for lam, name in [(7589, "TiO"), (7874, "CN"), (8432, "TiO"), (8542, "Ca II"), (8750, "Pa 12")]:
         axes[0].annotate(name, (lam, 1.08), fontsize=7, ha="center")
     axes[0].legend(fontsize=7, loc="lower left")
     axes[-1].set_xlabel("vacuum wavelength (A)")
