@@ -254,6 +254,32 @@ def test_moog_molecules_fractions_coverage_and_pruning(tmp_path):
         read_moog_molecules(unknown, 6400, 9000, 3750.0, 3.0)
 
 
+def test_line_sets_and_their_provenance(tmp_path):
+    """The config's lists are read together, cut to the synthesised range, and each is named in the
+    emulator's provenance with its sha256 (molecules: the pruning and the isotopologue coverage)."""
+    from specscale.synth.emulator_file import line_lists
+    from specscale.synth.linelist import file_sha256
+    from specscale.synth.synthesize import line_sets
+
+    (tmp_path / "ges").write_text(GES_SAMPLE)
+    (tmp_path / "H").write_text(H_SAMPLE)
+    (tmp_path / "mol").write_text(MOOG_SAMPLE)
+    cfg = SynthesisConfig(
+        linelist=str(tmp_path / "ges"),
+        hydrogen_linelist=str(tmp_path / "H"),
+        molecular_linelists=(str(tmp_path / "mol"),),
+    )
+    sets = line_sets(cfg, 6400.0, 9000.0)
+    assert [ref for _, ref in sets] == ["GES", "H", "mol"]
+    assert [len(lines) for lines, _ in sets] == [4, 2, 4]
+    prov = line_lists(cfg)
+    assert set(prov) == {"GES", "H", "mol"}
+    assert prov["H"]["sha256"] == file_sha256(tmp_path / "H") and prov["H"]["n_lines_synthesised_range"] == 2
+    assert prov["mol"]["isotopologue_coverage"]["TiO 1"] == pytest.approx(0.99757 * (0.0825 + 0.0744))
+    assert "2 dex" in prov["mol"]["pruned"]
+    json.dumps(prov)  # JSON-able, as the emulator file needs
+
+
 def test_extra_linelists_named_when_absent(tmp_path):
     with pytest.raises(ConfigError, match=r"synthesis\.hydrogen_linelist"):
         SynthesisConfig(hydrogen_linelist=str(tmp_path / "H")).extra_linelist_paths()
