@@ -220,7 +220,7 @@ def test_hydrogen_block_in_turbospectrum_layout(tmp_path):
 def test_moog_molecules_fractions_coverage_and_pruning(tmp_path):
     import gzip
 
-    from specscale.synth.molecules import isotopologue_coverage, parse_code, read_moog_molecules
+    from specscale.synth.molecules import parse_code, read_moog_molecules
 
     assert parse_code("607.01214") == ("CN 1", pytest.approx(0.9893 * 0.99636))
     assert parse_code("822.01648") == ("TiO 1", pytest.approx(0.99757 * 0.7372))
@@ -235,7 +235,7 @@ def test_moog_molecules_fractions_coverage_and_pruning(tmp_path):
     # TiO: only 46/47TiO listed; they stand in for the whole molecule in proportion
     ti = np.array([0.0825, 0.0744])
     np.testing.assert_allclose(lines.gflog[2:], -1.0 + np.log10(ti / ti.sum()))
-    cov = isotopologue_coverage(path)
+    cov = lines.isotopologue_coverage
     assert cov["TiO 1"] == pytest.approx(0.99757 * ti.sum())
     # pruning is per molecule, relative to its strongest line: 13CN is 1.97 dex below 12CN
     strict = read_moog_molecules(path, 6400, 9000, teff_ref=3750.0, prune_dex=1.0)
@@ -270,8 +270,8 @@ def test_line_sets_and_their_provenance(tmp_path):
         molecular_linelists=(str(tmp_path / "mol"),),
     )
     sets = line_sets(cfg, 6400.0, 9000.0)
-    assert [ref for _, ref in sets] == ["GES", "H", "mol"]
-    assert [len(lines) for lines, _ in sets] == [4, 2, 4]
+    assert [ref for _, ref, _ in sets] == ["GES", "H", "mol"]
+    assert [len(lines) for lines, _, _ in sets] == [4, 2, 4]
     prov = line_lists(cfg)
     assert set(prov) == {"GES", "H", "mol"}
     assert prov["H"]["sha256"] == file_sha256(tmp_path / "H") and prov["H"]["n_lines_synthesised_range"] == 2

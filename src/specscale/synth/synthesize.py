@@ -51,21 +51,23 @@ def pfs_outputs(config: SynthesisConfig, f_fine: np.ndarray) -> tuple[np.ndarray
 
 # ---- SME ---------------------------------------------------------------------------------------
 def line_sets(config: SynthesisConfig, wave_min_air: float, wave_max_air: float) -> list:
-    """[(TurboLines, reference)]: the atomic list, then the hydrogen and molecular lists when the
-    config names them, each cut to [wave_min_air, wave_max_air] A."""
+    """[(TurboLines, reference, file)]: the atomic list ("GES"), then the hydrogen ("H") and
+    molecular (their file names) lists when the config names them, each cut to
+    [wave_min_air, wave_max_air] A."""
     from specscale.synth.linelist import read_turbospectrum
     from specscale.synth.molecules import read_moog_molecules
 
     hydrogen, molecular = config.extra_linelist_paths()
-    sets = [(read_turbospectrum(config.linelist_path(), wave_min_air, wave_max_air), "GES")]
+    atomic = config.linelist_path()
+    sets = [(read_turbospectrum(atomic, wave_min_air, wave_max_air), "GES", atomic)]
     if hydrogen is not None:
-        sets.append((read_turbospectrum(hydrogen, wave_min_air, wave_max_air), "H"))
+        sets.append((read_turbospectrum(hydrogen, wave_min_air, wave_max_air), "H", hydrogen))
     for path in molecular:
         lines = read_moog_molecules(
             path, wave_min_air, wave_max_air, config.molecule_teff_ref, config.molecule_prune_dex
         )
-        sets.append((lines, path.name))
-    for lines, ref in sets:
+        sets.append((lines, path.name, path))
+    for lines, ref, _ in sets:
         log.info("lines %s: %d in %.0f-%.0f A (air)", ref, len(lines), wave_min_air, wave_max_air)
     return sets
 
@@ -74,7 +76,7 @@ def line_sets(config: SynthesisConfig, wave_min_air: float, wave_max_air: float)
 def _linelist(config: SynthesisConfig, wave_min_air: float, wave_max_air: float):
     from specscale.synth.linelist import to_pysme
 
-    return to_pysme(line_sets(config, wave_min_air, wave_max_air))
+    return to_pysme([(lines, ref) for lines, ref, _ in line_sets(config, wave_min_air, wave_max_air)])
 
 
 def star_abund(config: SynthesisConfig, mh: float, am: float):
