@@ -1,14 +1,21 @@
-"""Does what the hydrogen and molecular lists add change how degenerate log g is? Per star, the
-Jacobian of the noiseless median-normalised PFS flux in (Teff, log g, [M/H]) by central finite
-differences of real SME synthesis (docs/synthesis.md), with the atomic list alone and with every
-list, and the emulator's (atomic) by autodiff at the same stars; with a uniform per-pixel noise,
-the marginal / conditional log g information ratio (3D: [alpha/M] known; the quantity behind
-`info_ratio_marginal_conditional_3d`, whose median over the prior is 0.69 in the study's BOSZ
-spectra) and the RMS of d flux / d log g. Needs the `synth` extra and the line lists:
+"""Does a synthesis choice change how much log g information the spectra carry, and how degenerate
+it is? Per star, the Jacobian of the noiseless median-normalised PFS flux in (Teff, log g, [M/H])
+by central finite differences of real SME synthesis (docs/synthesis.md) under two variants, and
+the shipped emulator's (atomic list, vmic law) by autodiff at the same stars; with a uniform
+per-pixel noise, the marginal / conditional log g information ratio (3D: [alpha/M] known; the
+quantity behind `info_ratio_marginal_conditional_3d`, whose median over the prior is 0.69 in the
+study's BOSZ spectra), the RMS of d flux / d log g and the second variant's marginal log g
+information over the first's (what a ceiling sees). Two comparisons:
 
-    .venv-synth/bin/python benchmarks/synth_fisher.py --config config/synthesis_full.yaml [--jobs 2]
+- ``--compare lists``: the atomic list alone against every list (hydrogen, CN, TiO), at three
+  cool stars; section ``fisher-sme``.
+- ``--compare vmic``: the atomic list with the microturbulence law (1 km/s at log g 5 to 2 km/s at
+  log g 1: a log g signal of its own) against a fixed 2 km/s (BOSZ 2017's, whose files are all
+  v20), at six stars across the prior; section ``fisher-vmic``.
 
-Writes the ``fisher-sme`` section of benchmarks/RESULTS-simulator.md.
+Needs the `synth` extra and the line lists:
+
+    .venv-synth/bin/python benchmarks/synth_fisher.py --config config/synthesis_full.yaml --compare vmic [--jobs 2]
 """
 
 from __future__ import annotations
@@ -26,8 +33,27 @@ from specscale.sim.atmosphere_emulated import EmulatedAtmosphere
 from specscale.synth.config import load_synthesis_config
 from specscale.synth.synthesize import synthesize_star
 
-STARS = [(3800.0, 1.5), (3800.0, 4.5), (4400.0, 2.5)]  # [M/H] 0, [alpha/M] 0: where the molecules are
+COOL_STARS = [(3800.0, 1.5, 0.0), (3800.0, 4.5, 0.0), (4400.0, 2.5, 0.0)]  # where the molecules are
+PRIOR_STARS = [(3800.0, 1.5, 0.0), (3800.0, 4.5, 0.0), (4600.0, 2.5, 0.0), (5000.0, 4.5, 0.0), (5800.0, 3.5, 0.0)]
+PRIOR_STARS += [(4600.0, 2.5, -1.0)]
 STEPS = np.array([75.0, 0.15, 0.075])  # central-difference half steps: K, dex, dex
+
+
+def atomic(config):
+    return dataclasses.replace(config, hydrogen_linelist="", molecular_linelists=())
+
+
+COMPARISONS = {  # name -> (section, stars, {variant: config from the full config})
+    "lists": ("fisher-sme", COOL_STARS, lambda full: {"SME atomic": atomic(full), "SME all lists": full}),
+    "vmic": (
+        "fisher-vmic",
+        PRIOR_STARS,
+        lambda full: {
+            "SME vmic law": atomic(full),
+            "SME vmic 2 km/s": dataclasses.replace(atomic(full), vmic_dwarf=2.0, vmic_giant=2.0),
+        },
+    ),
+}
 
 
 def flux_at(task):
@@ -35,53 +61,62 @@ def flux_at(task):
     return synthesize_star(config, np.asarray(theta))[0]
 
 
-def info_ratio(jac: np.ndarray) -> tuple[float, float]:
-    """(marginal / conditional log g information, RMS d flux / d log g) for a Jacobian (n_pix, 3)
-    in (Teff, log g, [M/H]) with unit noise per pixel."""
+def information(jac: np.ndarray) -> tuple[float, float, float]:
+    """(marginal / conditional log g information, RMS d flux / d log g, marginal log g information)
+    for a Jacobian (n_pix, 3) in (Teff, log g, [M/H]) with unit noise per pixel."""
     fisher = jac.T @ jac
-    return float(1.0 / np.linalg.inv(fisher)[1, 1] / fisher[1, 1]), float(np.sqrt(np.mean(jac[:, 1] ** 2)))
+    marginal = 1.0 / np.linalg.inv(fisher)[1, 1]
+    return float(marginal / fisher[1, 1]), float(np.sqrt(np.mean(jac[:, 1] ** 2))), float(marginal)
+
+
+def sme_jacobians(variants: dict, stars: list, jobs: int) -> np.ndarray:
+    """(n_variant, n_star, n_pix, 3) central-difference Jacobians of SME synthesis."""
+    tasks = []
+    for cfg in variants.values():
+        for teff, logg, mh in stars:
+            for k in range(3):
+                for sign in (1.0, -1.0):
+                    theta = np.array([teff, logg, mh, 0.0])
+                    theta[k] += sign * STEPS[k]
+                    tasks.append((cfg, theta))
+    with ProcessPoolExecutor(jobs) as pool:
+        fluxes = np.array(list(pool.map(flux_at, tasks)))
+    jacs = fluxes.reshape(len(variants), len(stars), 3, 2, -1)
+    return ((jacs[:, :, :, 0] - jacs[:, :, :, 1]) / (2 * STEPS[None, None, :, None])).transpose(0, 1, 3, 2)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", required=True)
+    ap.add_argument("--compare", choices=sorted(COMPARISONS), default="lists")
     ap.add_argument("--jobs", type=int, default=2)
     args = ap.parse_args()
-    full = load_synthesis_config(args.config)
-    lists = {"atomic": dataclasses.replace(full, hydrogen_linelist="", molecular_linelists=()), "all lists": full}
-    tasks = []
-    for cfg in lists.values():
-        for teff, logg in STARS:
-            for k in range(3):
-                for sign in (1.0, -1.0):
-                    theta = np.array([teff, logg, 0.0, 0.0])
-                    theta[k] += sign * STEPS[k]
-                    tasks.append((cfg, theta))
-    with ProcessPoolExecutor(args.jobs) as pool:
-        fluxes = np.array(list(pool.map(flux_at, tasks)))
-    jacs = fluxes.reshape(len(lists), len(STARS), 3, 2, -1)
-    jacs = ((jacs[:, :, :, 0] - jacs[:, :, :, 1]) / (2 * STEPS[None, None, :, None])).transpose(0, 1, 3, 2)
-    emulator = EmulatedAtmosphere()
-    theta = torch.tensor([[t, g, 0.0, 0.0] for t, g in STARS], dtype=torch.float64)
-    _, jac_emu = emulator.jacobian(theta)  # (n, n_pix, 4)
+    section, stars, make_variants = COMPARISONS[args.compare]
+    variants = make_variants(load_synthesis_config(args.config))
+    jacs = sme_jacobians(variants, stars, args.jobs)
+    theta = torch.tensor([[t, g, m, 0.0] for t, g, m in stars], dtype=torch.float64)
+    _, jac_emu = EmulatedAtmosphere().jacobian(theta)  # (n, n_pix, 4)
+    a, b = variants
     out = [
-        "Marginal / conditional log g information (3D, uniform noise) and RMS d flux / d log g (per dex) "
-        "of real SME synthesis, atomic list alone and every list, central differences (`benchmarks/"
-        "synth_fisher.py`; [M/H] 0, [alpha/M] 0); the shipped (atomic) emulator by autodiff:",
+        "Marginal / conditional log g information (3D, uniform noise), RMS d flux / d log g (per dex) "
+        f"and the marginal log g information of '{b}' over '{a}', real SME synthesis by central "
+        f"differences (`benchmarks/synth_fisher.py --compare {args.compare}`; [alpha/M] 0); the shipped "
+        "emulator (atomic list, vmic law) by autodiff:",
         "",
-        "| Teff K | log g | ratio: emulator | SME atomic | SME all lists | RMS dF/dlogg: emulator | SME atomic | SME all lists |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| Teff K | log g | [M/H] | ratio: emulator | {a} | {b} | RMS dF/dlogg: emulator | {a} | {b} | "
+        f"marginal info {b} / {a} |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for i, (teff, logg) in enumerate(STARS):
-        emu = info_ratio(jac_emu[i, :, :3].numpy())
-        atomic, every = info_ratio(jacs[0, i]), info_ratio(jacs[1, i])
+    for i, (teff, logg, mh) in enumerate(stars):
+        emu = information(jac_emu[i, :, :3].numpy())
+        first, second = information(jacs[0, i]), information(jacs[1, i])
         out.append(
-            f"| {teff:.0f} | {logg:.1f} | {emu[0]:.3f} | {atomic[0]:.3f} | {every[0]:.3f} | "
-            f"{emu[1]:.4f} | {atomic[1]:.4f} | {every[1]:.4f} |"
+            f"| {teff:.0f} | {logg:.1f} | {mh:+.1f} | {emu[0]:.3f} | {first[0]:.3f} | {second[0]:.3f} | "
+            f"{emu[1]:.4f} | {first[1]:.4f} | {second[1]:.4f} | {second[2] / first[2]:.2f} |"
         )
     text = "\n".join(out)
     print(text)
-    write_section("fisher-sme", text, Path(__file__).with_name("RESULTS-simulator.md"))
+    write_section(section, text, Path(__file__).with_name("RESULTS-simulator.md"))
 
 
 if __name__ == "__main__":
