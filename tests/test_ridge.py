@@ -20,17 +20,26 @@ CELL = Cell(noise=1.0, mag="20.5-22.5", model="ridge", n_train=250, seed=3)
 ALPHAS = [1e-2, 1.0, 1e2, 1e4, 1e7]
 
 
-def test_streaming_path_equals_sklearn_for_several_alphas():
+@pytest.mark.parametrize(
+    ("n", "chunks"),
+    [
+        (240, [(0, 1), (1, 50), (51, 3), (54, 186)]),  # n > p: kept rows folded into the gram at row 51
+        (30, [(0, 1), (1, 12), (13, 17)]),  # n < p: the kernel path
+        (40, [(0, 39), (39, 1)]),  # n == p: still the kernel
+    ],
+)
+def test_streaming_path_equals_sklearn_for_several_alphas(n, chunks):
     rng = np.random.default_rng(0)
-    n, p = 240, 40
+    p = 40
     X = 1.0 + 0.05 * rng.standard_normal((n, p)) @ rng.standard_normal((p, p))  # correlated, offset like flux
     X[:, 5] = 0.7  # a constant pixel
     X[:, 7] *= 1e3  # very different scales
     y = X[:, :10] @ rng.standard_normal(10) + 0.1 * rng.standard_normal(n)
     acc = RidgeAccumulator(p)
-    for start, size in [(0, 1), (1, 50), (51, 3), (54, 186)]:  # uneven chunks, one of a single row
+    for start, size in chunks:  # uneven chunks, one of a single row
         acc.add(X[start : start + size], y[start : start + size])
     path = acc.solve()
+    assert path.eigvec.shape == (p, p if n > p else n - 1)  # centring costs the kernel one rank
     X_new = 1.0 + 0.05 * rng.standard_normal((30, p))
     paths = path.predict_path(X_new, ALPHAS)
     for k, alpha in enumerate(ALPHAS):

@@ -10,6 +10,12 @@ of numpy's one-shot product over all rows. Then, with m = s / n:
 and one eigendecomposition C_z = V diag(l) V^T gives the whole alpha path
     beta(alpha) = V diag(1 / (l + alpha)) V^T b,
 which is exactly scikit-learn's StandardScaler + Ridge(alpha) (intercept fitted, not penalised).
+With fewer stars than pixels (n < p) the same path comes from the n x n kernel instead: the
+shifted rows are kept (n p <= p^2 numbers, the gram's own bound), Z = (X - c - m) / sd, and
+Z Z^T = U diag(l) U^T gives V = Z^T U diag(l)^-1/2 (p x rank) and V^T b = diag(l)^1/2 U^T y: the
+p - rank directions of zero eigenvalue carry no b and drop out. An n^3 solve instead of a p^3 one
+(400 stars x 4096 pixels: 0.03 s against ~6-11 s); from n >= p the gram path runs as before, the
+kept rows folded in chunk by chunk in their order (bit for bit the streamed gram).
 Alpha is chosen by R^2 on the validation split; the test split is never read here.
 """
 
@@ -61,11 +67,13 @@ class RidgeAccumulator:
         self.n = 0
         self.shift = None
         self.sum_x = np.zeros(n_features)
-        self.gram = np.zeros((n_features, n_features))
-        self._tmp = np.empty((n_features, n_features))
+        self.rows: list[np.ndarray] | None = []  # shifted chunks while n <= p; None once folded
+        self.gram = None
+        self._tmp = None
         self.xty = np.zeros(n_features)
         self.sum_y = 0.0
         self.sum_y2 = 0.0
+        self.y: list[np.ndarray] = []  # targets of the kept rows
 
     def add(self, X, y) -> None:
         """Add rows ``X`` (n, p) with targets ``y`` (n,)."""
@@ -78,27 +86,40 @@ class RidgeAccumulator:
         if self.shift is None:
             self.shift = X.mean(axis=0)
         Xs = np.ascontiguousarray(X - self.shift)
-        # numpy sees Xs.T @ Xs as one operand times its transpose and calls BLAS syrk; unlike
-        # scipy's f2py BLAS wrappers it releases the GIL, so the next chunk's read overlaps
-        np.matmul(Xs.T, Xs, out=self._tmp)
-        self.gram += self._tmp
         self.sum_x += Xs.sum(axis=0)
         self.xty += Xs.T @ y
         self.sum_y += float(y.sum())
         self.sum_y2 += float(y @ y)
         self.n += X.shape[0]
+        if self.rows is not None and self.n <= self.p:
+            self.rows.append(Xs)
+            self.y.append(y)
+            return
+        if self.rows is not None:  # past p rows: the gram is the smaller statistic from here on
+            self.gram, self._tmp = np.zeros((self.p, self.p)), np.empty((self.p, self.p))
+            for kept in self.rows:
+                self._add_gram(kept)
+            self.rows, self.y = None, []
+        self._add_gram(Xs)
+
+    def _add_gram(self, Xs: np.ndarray) -> None:
+        # numpy sees Xs.T @ Xs as one operand times its transpose and calls BLAS syrk; unlike
+        # scipy's f2py BLAS wrappers it releases the GIL, so the next chunk's read overlaps
+        np.matmul(Xs.T, Xs, out=self._tmp)
+        self.gram += self._tmp
 
     def solve(self) -> RidgePath:
         """Centre, standardise and eigendecompose: the whole alpha path."""
         if self.n < 2:
             raise ValueError(f"ridge needs at least 2 training rows, got {self.n}")
+        if self.rows is not None:
+            return self._solve_kernel()
         n = self.n
         m = self.sum_x / n
         # in place on the accumulator (it is spent after solve): a few p x p arrays at the peak
         C, self._tmp = self.gram, None
         C -= np.multiply.outer(n * m, m)
-        sd = np.sqrt(np.clip(np.diag(C) / n, 0.0, None))
-        sd[sd < 10 * np.finfo(np.float64).eps] = 1.0  # constant pixels: as scikit-learn's scaler
+        sd = _scale(np.diag(C) / n)
         C /= sd[:, None]
         C /= sd[None, :]
         b = (self.xty - m * self.sum_y) / sd
@@ -109,6 +130,37 @@ class RidgeAccumulator:
             mean=self.shift + m, scale=sd, eigval=eigval, eigvec=eigvec, proj=eigvec.T @ b, y_mean=self.sum_y / n, n=n
         )
 
+    def _solve_kernel(self) -> RidgePath:
+        """The same path from the n x n kernel of the kept rows (n <= p)."""
+        n = self.n
+        m = self.sum_x / n
+        Z = np.concatenate(self.rows) - m
+        self.rows = None
+        sd = _scale(np.einsum("ij,ij->j", Z, Z) / n)
+        Z /= sd
+        y = np.concatenate(self.y)
+        eigval, U = scipy.linalg.eigh(Z @ Z.T, check_finite=False, driver="evd")
+        # centring leaves at least one zero eigenvalue; those directions carry no b (b = Z^T y)
+        keep = eigval > eigval[-1] * n * np.finfo(np.float64).eps
+        eigval, U = eigval[keep], U[:, keep]
+        root = np.sqrt(eigval)
+        return RidgePath(
+            mean=self.shift + m,
+            scale=sd,
+            eigval=eigval,
+            eigvec=(Z.T @ U) / root,
+            proj=root * (U.T @ y),
+            y_mean=self.sum_y / n,
+            n=n,
+        )
+
+
+def _scale(variance: np.ndarray) -> np.ndarray:
+    """Per-pixel std (ddof 0) from its variance; constant pixels get 1, as scikit-learn's scaler."""
+    sd = np.sqrt(np.clip(variance, 0.0, None))
+    sd[sd < 10 * np.finfo(np.float64).eps] = 1.0
+    return sd
+
 
 @dataclass
 class RidgePath:
@@ -116,9 +168,9 @@ class RidgePath:
 
     mean: np.ndarray  # (p,) training mean flux
     scale: np.ndarray  # (p,) training std of flux (ddof 0)
-    eigval: np.ndarray  # (p,) eigenvalues of the standardised scatter matrix
-    eigvec: np.ndarray  # (p, p)
-    proj: np.ndarray  # (p,) V^T b
+    eigval: np.ndarray  # (k,) eigenvalues of the standardised scatter matrix (k = p, or its rank if n <= p)
+    eigvec: np.ndarray  # (p, k)
+    proj: np.ndarray  # (k,) V^T b
     y_mean: float
     n: int
 
@@ -186,7 +238,7 @@ class RidgeModel(Model):
         )
         best, r2 = select_alpha(path, prefetch(val), alphas)
         self.alpha = float(alphas[best])
-        self.path = path  # the whole alpha path (p x p), for inspection
+        self.path = path  # the whole alpha path (p x k), for inspection
         self.coef_, self.intercept_ = path.coef(self.alpha)
         return {
             "alpha": self.alpha,

@@ -62,7 +62,8 @@ MEASURED: dict[str, list[Cost]] = {
     "collect": [Cost(6.0, source="default sweep")],
     "plots": [Cost(8.0, source="default sweep")],
     "report": [Cost(4.0, source="default sweep")],
-    # ridge: a fixed 4096^2 eigendecomposition plus the streamed X^T X (3.34 s per 10k rows)
+    # ridge: a 4096^2 eigendecomposition plus the streamed X^T X (3.34 s per 10k rows); below 4096
+    # stars the n x n kernel path takes ~1-3 s: this over-estimates those cells, which only pads a request
     "train:ridge": [Cost(20.0, 0.334e-3, "n_train", source="23 s per cell at 2k-8k; 20 s at 20k")],
     "train:lightgbm": [
         Cost(
