@@ -25,7 +25,7 @@ ALPHAS = [1e-2, 1.0, 1e2, 1e4, 1e7]
     [
         (240, [(0, 1), (1, 50), (51, 3), (54, 186)]),  # n > p: kept rows folded into the gram at row 51
         (30, [(0, 1), (1, 12), (13, 17)]),  # n < p: the kernel path
-        (40, [(0, 39), (39, 1)]),  # n == p: still the kernel
+        (40, [(0, 39), (39, 1)]),  # n == p: the gram, 39 kept rows folded in
     ],
 )
 def test_streaming_path_equals_sklearn_for_several_alphas(n, chunks):
@@ -39,7 +39,7 @@ def test_streaming_path_equals_sklearn_for_several_alphas(n, chunks):
     for start, size in chunks:  # uneven chunks, one of a single row
         acc.add(X[start : start + size], y[start : start + size])
     path = acc.solve()
-    assert path.eigvec.shape == (p, p if n > p else n - 1)  # centring costs the kernel one rank
+    assert path.eigvec.shape == (p, p if n >= p else n - 1)  # centring costs the kernel one rank
     X_new = 1.0 + 0.05 * rng.standard_normal((30, p))
     paths = path.predict_path(X_new, ALPHAS)
     for k, alpha in enumerate(ALPHAS):
