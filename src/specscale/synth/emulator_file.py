@@ -39,9 +39,13 @@ def line_lists(config: SynthesisConfig) -> dict:
     out = {}
     for lines, ref, file in line_sets(config, ranges[0][0] - 1.0, ranges[-1][1] + 1.0):
         entry = {"file": file.name, "sha256": file_sha256(file), "n_lines_synthesised_range": len(lines)}
+        if ref in ("GES", "MOOG atoms"):
+            entry["damping"] = "the list's" if config.atomic_damping == "list" else "SME's estimates for every line"
         if ref == "GES":
             entry["format"] = "Turbospectrum (Gaia-ESO, Heiter et al. 2021), air wavelengths"
             entry["n_unsold_factor_dropped"] = lines.n_unsold_factor
+        elif ref == "MOOG atoms":
+            entry["format"] = "MOOG atomic (linemake), air wavelengths; no damping constants: SME's estimates"
         elif ref == "H":
             entry["format"] = "Turbospectrum Hlinedata (hydrogen), air wavelengths; SME's own profiles"
         else:

@@ -14,6 +14,7 @@ fmed0 in erg s^-1 cm^-2 A^-1 for the star scaled to HSC-i AB 0.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import time
@@ -51,15 +52,22 @@ def pfs_outputs(config: SynthesisConfig, f_fine: np.ndarray) -> tuple[np.ndarray
 
 # ---- SME ---------------------------------------------------------------------------------------
 def line_sets(config: SynthesisConfig, wave_min_air: float, wave_max_air: float) -> list:
-    """[(TurboLines, reference, file)]: the atomic list ("GES"), then the hydrogen ("H") and
+    """[(TurboLines, reference, file)]: the atomic list ("GES", or "MOOG atoms"), then the hydrogen ("H") and
     molecular (their file names) lists when the config names them, each cut to
     [wave_min_air, wave_max_air] A."""
     from specscale.synth.linelist import read_turbospectrum
     from specscale.synth.molecules import read_moog_molecules
+    from specscale.synth.moog_atoms import read_moog_atoms
 
     hydrogen, molecular = config.extra_linelist_paths()
     atomic = config.linelist_path()
-    sets = [(read_turbospectrum(atomic, wave_min_air, wave_max_air), "GES", atomic)]
+    if config.linelist_format == "moog":
+        sets = [(read_moog_atoms(atomic, wave_min_air, wave_max_air), "MOOG atoms", atomic)]
+    else:
+        sets = [(read_turbospectrum(atomic, wave_min_air, wave_max_air), "GES", atomic)]
+    if config.atomic_damping == "sme":
+        zeros = np.zeros(len(sets[0][0]))
+        sets[0] = (dataclasses.replace(sets[0][0], gamrad=zeros, gamqst=zeros, gamvw=zeros), *sets[0][1:])
     if hydrogen is not None:
         sets.append((read_turbospectrum(hydrogen, wave_min_air, wave_max_air), "H", hydrogen))
     for path in molecular:
