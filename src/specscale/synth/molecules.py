@@ -30,6 +30,7 @@ from __future__ import annotations
 import gzip
 import logging
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,23 @@ def _open(path: Path):
     return gzip.open(path, "rt") if path.suffix == ".gz" else path.open()
 
 
+def moog_rows(path: Path, what: str) -> Iterator[tuple[str, str, tuple[float, float, float]]]:
+    """Each line of the MOOG list at ``path`` as (``file:row``, species code, (air wavelength A,
+    lower excitation eV, log gf)); blank rows skipped. ValueError naming the file and row when a row
+    is not a MOOG ``what`` (four 10-character columns) or holds NaN or infinity."""
+    with _open(path) as fh:
+        for k, row in enumerate(fh, start=1):
+            if not row.strip():
+                continue
+            try:
+                values = (float(row[0:10]), float(row[20:30]), float(row[30:40]))
+            except ValueError:
+                raise ValueError(f"{path}:{k}: not a MOOG {what} (10-character columns): {row[:50]!r}") from None
+            if not all(math.isfinite(v) for v in values):
+                raise ValueError(f"{path}:{k}: NaN or infinity in a MOOG line: {row[:50]!r}")
+            yield f"{path}:{k}", row[10:20].strip(), values
+
+
 def read_moog_molecules(
     path: str | Path, wave_min: float, wave_max: float, teff_ref: float, prune_dex: float
 ) -> TurboLines:
@@ -83,21 +101,9 @@ def read_moog_molecules(
     if not path.is_file():
         raise ValueError(f"molecular line list not found: {path}")
     rows, codes, listed = [], [], set()
-    with _open(path) as fh:
-        for k, row in enumerate(fh, start=1):
-            if not row.strip():
-                continue
-            try:
-                wave = float(row[0:10])
-                code = row[10:20].strip()
-                listed.add(code)
-                if not wave_min <= wave <= wave_max:
-                    continue
-                values = (wave, float(row[20:30]), float(row[30:40]))
-            except ValueError:
-                raise ValueError(f"{path}:{k}: not a MOOG line (10-character columns): {row[:50]!r}") from None
-            if not all(math.isfinite(v) for v in values):
-                raise ValueError(f"{path}:{k}: NaN or infinity in a MOOG line: {row[:50]!r}")
+    for _, code, values in moog_rows(path, "line"):
+        listed.add(code)
+        if wave_min <= values[0] <= wave_max:
             codes.append(code)
             rows.append(values)
     table = np.array(rows, dtype=np.float64).reshape(-1, 3)

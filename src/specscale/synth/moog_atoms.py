@@ -18,13 +18,12 @@ returns a spectrum of zeros); ``synthesis.hydrogen_linelist`` supplies them.
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
 
 from specscale.synth.linelist import TurboLines
-from specscale.synth.molecules import _open
+from specscale.synth.molecules import moog_rows
 
 PERIODIC_TABLE = (
     "H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge As Se Br Kr Rb Sr Y "
@@ -54,25 +53,18 @@ def read_moog_atoms(path: str | Path, wave_min: float, wave_max: float) -> Turbo
     if not path.is_file():
         raise ValueError(f"atomic line list not found: {path}")
     rows, species, n_hydrogen = [], [], 0
-    with _open(path) as fh:
-        for k, row in enumerate(fh, start=1):
-            if not row.strip():
-                continue
-            try:
-                wave = float(row[0:10])
-                if not wave_min <= wave <= wave_max:
-                    continue
-                values = (wave, float(row[20:30]), float(row[30:40]))
-                name = atom_species(row[10:20].strip())
-            except ValueError as exc:
-                raise ValueError(f"{path}:{k}: not a MOOG atomic line ({exc}): {row[:50]!r}") from None
-            if not all(math.isfinite(v) for v in values):
-                raise ValueError(f"{path}:{k}: NaN or infinity in a MOOG line: {row[:50]!r}")
-            if name == "H 1":
-                n_hydrogen += 1
-                continue
-            rows.append(values)
-            species.append(name)
+    for where, code, values in moog_rows(path, "atomic line"):
+        if not wave_min <= values[0] <= wave_max:
+            continue
+        try:
+            name = atom_species(code)
+        except ValueError as exc:
+            raise ValueError(f"{where}: not a MOOG atomic line ({exc})") from None
+        if name == "H 1":
+            n_hydrogen += 1
+            continue
+        rows.append(values)
+        species.append(name)
     if n_hydrogen:
         log.info("%s: %d hydrogen lines left out (synthesis.hydrogen_linelist supplies them)", path.name, n_hydrogen)
     table = np.array(rows, dtype=np.float64).reshape(-1, 3)
