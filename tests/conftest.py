@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -65,6 +66,33 @@ def slurm_cluster() -> None:
     reason = _why_no_cluster()
     if reason:
         pytest.skip(reason)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _early_runs(request, tmp_path_factory):
+    """The runs of the selected tests marked ``started_early``, all started when the session
+    starts, side by side. The SLURM sweeps spend most of their minutes waiting on the scheduler
+    (the plugin's polling, a Snakemake start in every job), not on the CPU; started first, that
+    wait overlaps the rest of the suite instead of adding to it. A SLURM test's run starts only
+    when there is a cluster (else the test skips); the test reads its run with ``early_run``."""
+    items = [item for item in request.session.items if item.get_closest_marker("started_early")]
+    items = [item for item in items if not (item.get_closest_marker("slurm") and _why_no_cluster())]
+    pool = ThreadPoolExecutor(max_workers=max(1, len(items)), thread_name_prefix="early-run")
+    runs = {}
+    for item in items:
+        run = item.get_closest_marker("started_early").kwargs["run"]
+        runs[item.nodeid] = pool.submit(run, tmp_path_factory.mktemp(item.name))
+    yield runs
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture
+def early_run(request, _early_runs):
+    """What this test's ``started_early`` run returned (waits for the run to end; its errors raise here)."""
+    future = _early_runs.get(request.node.nodeid)
+    if future is None:
+        pytest.fail(f"{request.node.nodeid}: no early run; mark the test @pytest.mark.started_early(run=...)")
+    return future.result()
 
 
 @pytest.fixture

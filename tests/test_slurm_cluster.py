@@ -28,10 +28,11 @@ SMOKE_SNAKEFILE = REPO / "tests" / "slurm_smoke" / "Snakefile"
 SLURM_PROFILE = REPO / "profiles" / "slurm"
 
 
-def test_snakemake_slurm_profile_runs_toy_workflow(slurm_cluster, tmp_path: Path) -> None:
-    workdir = tmp_path / "work"
+def run_toy_workflow(root: Path) -> dict:
+    """The toy workflow through profiles/slurm on the local cluster, in ``root``."""
+    workdir = root / "work"
     workdir.mkdir()
-    slurm_logs = tmp_path / "slurm_logs"
+    slurm_logs = root / "slurm_logs"
     cmd = snakemake_cmd() + [
         "-s",
         str(SMOKE_SNAKEFILE),
@@ -54,10 +55,22 @@ def test_snakemake_slurm_profile_runs_toy_workflow(slurm_cluster, tmp_path: Path
     if not has_gpu_gres:  # the rule `square` asks for gpu=1 like train_vit does
         cmd += ["--set-resources", "square:gpu=0", "square:cpus_per_gpu=0"]
     t0 = time.monotonic()
-    proc = subprocess.run(cmd, cwd=tmp_path, env=job_env(), capture_output=True, text=True, timeout=240)
-    elapsed = time.monotonic() - t0
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"snakemake failed ({proc.returncode}):\n{out[-6000:]}"
+    proc = subprocess.run(cmd, cwd=root, env=job_env(), capture_output=True, text=True, timeout=600)
+    return {
+        "rc": proc.returncode,
+        "out": proc.stdout + proc.stderr,
+        "elapsed": time.monotonic() - t0,
+        "workdir": workdir,
+        "slurm_logs": slurm_logs,
+        "has_gpu_gres": has_gpu_gres,
+    }
+
+
+@pytest.mark.started_early(run=run_toy_workflow)
+def test_snakemake_slurm_profile_runs_toy_workflow(slurm_cluster, early_run: dict) -> None:
+    run = early_run
+    workdir, slurm_logs, has_gpu_gres, elapsed = (run[k] for k in ("workdir", "slurm_logs", "has_gpu_gres", "elapsed"))
+    assert run["rc"] == 0, f"snakemake failed ({run['rc']}):\n{run['out'][-6000:]}"
 
     # outputs and rule logs
     assert (workdir / "numbers.txt").read_text().split() == ["1", "2", "3", "4"]

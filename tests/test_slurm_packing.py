@@ -102,8 +102,9 @@ def sacct_rows(job_ids) -> dict[str, dict[str, str]]:
     return {r["JobID"]: r for r in rows}
 
 
-def test_packed_sweep_submits_fewer_jobs_than_cells(slurm_cluster, tmp_path):
-    run = run_sweep("slurm-packed", tmp_path, PACKED_TINY)
+@pytest.mark.started_early(run=lambda root: run_sweep("slurm-packed", root, PACKED_TINY, timeout=900))
+def test_packed_sweep_submits_fewer_jobs_than_cells(slurm_cluster, early_run):
+    run = early_run
     assert run["rc"] == 0, f"snakemake failed ({run['rc']}):\n{run['out'][-8000:]}"
     results = run["results"]
     assert (results / "cube.nc").exists() and (results / "report.md").exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -22,12 +23,13 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]  # jobs on the local SLURM cl
 REMOTE_RULES = {"simulate", "ceiling", "ceiling_curves", "information", "bayes", "train"}  # the others are localrules
 
 
-def test_small_sweep_runs_through_the_slurm_profile(slurm_cluster, tmp_path):
-    workdir = tmp_path / "work"
+def run_small_sweep(root: Path) -> dict:
+    """The tiny sweep through profiles/slurm on the local cluster, in ``root``."""
+    workdir = root / "work"
     workdir.mkdir()
-    config = tmp_path / "config.yaml"
+    config = root / "config.yaml"
     config.write_text(yaml.safe_dump(TINY))
-    slurm_logs = tmp_path / "slurm_logs"
+    slurm_logs = root / "slurm_logs"
     cmd = (
         snakemake_cmd()
         + [
@@ -43,10 +45,21 @@ def test_small_sweep_runs_through_the_slurm_profile(slurm_cluster, tmp_path):
         + local_cluster_args(slurm_logs)
     )  # poll often: jobs here take 5-30 s (Snakemake starts in each)
     t0 = time.monotonic()
-    proc = subprocess.run(cmd, cwd=tmp_path, env=job_env(), capture_output=True, text=True, timeout=300)
-    elapsed = time.monotonic() - t0
+    proc = subprocess.run(cmd, cwd=root, env=job_env(), capture_output=True, text=True, timeout=900)
     out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"snakemake failed ({proc.returncode}):\n{out[-8000:]}"
+    return {
+        "rc": proc.returncode,
+        "out": out,
+        "elapsed": time.monotonic() - t0,
+        "workdir": workdir,
+        "slurm_logs": slurm_logs,
+    }
+
+
+@pytest.mark.started_early(run=run_small_sweep)
+def test_small_sweep_runs_through_the_slurm_profile(slurm_cluster, early_run):
+    workdir, slurm_logs, elapsed = early_run["workdir"], early_run["slurm_logs"], early_run["elapsed"]
+    assert early_run["rc"] == 0, f"snakemake failed ({early_run['rc']}):\n{early_run['out'][-8000:]}"
 
     results = workdir / "results"
     assert (results / "cube.nc").exists() and (results / "report.md").exists()
