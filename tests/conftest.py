@@ -70,20 +70,25 @@ def slurm_cluster() -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def _early_runs(request, tmp_path_factory):
-    """The runs of the selected tests marked ``started_early``, all started when the session
-    starts, side by side. The SLURM sweeps spend most of their minutes waiting on the scheduler
-    (the plugin's polling, a Snakemake start in every job), not on the CPU; started first, that
-    wait overlaps the rest of the suite instead of adding to it. A SLURM test's run starts only
+    """The runs of the selected tests marked ``started_early(run=f, lane=None)``, started when the
+    session starts, beside the rest of the suite. The SLURM sweeps spend most of their minutes
+    waiting on the scheduler (the plugin's polling, a Snakemake start in every job), not on the
+    CPU, so each gets a thread of its own; the local sweeps are CPU-bound, so those of one named
+    ``lane`` run one after the other, in test order, and niced (the suite's own tests use about one
+    of two cores; the lane fills the other without slowing them). A SLURM test's run starts only
     when there is a cluster (else the test skips); the test reads its run with ``early_run``."""
     items = [item for item in request.session.items if item.get_closest_marker("started_early")]
     items = [item for item in items if not (item.get_closest_marker("slurm") and _why_no_cluster())]
-    pool = ThreadPoolExecutor(max_workers=max(1, len(items)), thread_name_prefix="early-run")
-    runs = {}
+    pools, runs = {}, {}
     for item in items:
-        run = item.get_closest_marker("started_early").kwargs["run"]
-        runs[item.nodeid] = pool.submit(run, tmp_path_factory.mktemp(item.name))
+        marker = item.get_closest_marker("started_early")
+        lane = marker.kwargs.get("lane") or item.nodeid
+        if lane not in pools:
+            pools[lane] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"early-{lane}")
+        runs[item.nodeid] = pools[lane].submit(marker.kwargs["run"], tmp_path_factory.mktemp(item.name))
     yield runs
-    pool.shutdown(wait=True, cancel_futures=True)
+    for pool in pools.values():
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 @pytest.fixture

@@ -196,21 +196,29 @@ def test_bad_grids_are_refused(spectra, tmp_path):
         read_grid(tmp_path / "empty")
 
 
+def run_grid_sweep(root: Path) -> dict:
+    """The workflow's tiny sweep on a BOSZ-layout grid written under ``root`` (started early)."""
+    from test_workflow import TINY, snakemake
+
+    grid, work = write_bosz(root / "bosz", *node_spectra()), root / "work"
+    work.mkdir()
+    config = {**TINY, "atmosphere": {"version": "grid", "path": str(grid)}}
+    return {"grid": grid, "work": work, "proc": snakemake(work, "--cores", "2", config=config, timeout=900, nice=10)}
+
+
 @pytest.mark.slow
-def test_tiny_sweep_on_a_bosz_grid(bosz_grid, tmp_path):
+@pytest.mark.started_early(run=run_grid_sweep, lane="local-sweeps")
+def test_tiny_sweep_on_a_bosz_grid(early_run):
     """The workflow's tiny sweep (ridge, two sizes, Fisher and Bayes references) on a dataset
     simulated from the BOSZ-layout grid: it runs end to end and its ceiling comes by finite
     differences on the interpolant."""
-    from test_workflow import TINY, snakemake
-
-    config = {**TINY, "atmosphere": {"version": "grid", "path": str(bosz_grid)}}
-    proc = snakemake(tmp_path, "--cores", "2", config=config, timeout=900)
+    proc, work, grid = early_run["proc"], early_run["work"], early_run["grid"]
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     import xarray as xr
 
-    with h5py.File(tmp_path / "results/data/tiny.h5") as f:
-        assert f.attrs["simulator_version"].startswith("grid+") and f.attrs["grid_path"] == str(bosz_grid)
-    with xr.open_dataset(tmp_path / "results/ceiling/tiny/noise1_mag21.5.nc") as ceiling:
+    with h5py.File(work / "results/data/tiny.h5") as f:
+        assert f.attrs["simulator_version"].startswith("grid+") and f.attrs["grid_path"] == str(grid)
+    with xr.open_dataset(work / "results/ceiling/tiny/noise1_mag21.5.nc") as ceiling:
         attrs = dict(ceiling.attrs)
     assert "finite differences on the grid interpolant" in str(attrs), attrs
-    assert (tmp_path / "results/cells/tiny/noise1/mag21.5/ridge/n400/s0/metrics.json").exists()
+    assert (work / "results/cells/tiny/noise1/mag21.5/ridge/n400/s0/metrics.json").exists()

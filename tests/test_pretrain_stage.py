@@ -193,9 +193,15 @@ def test_dry_run_plans_the_pretraining_before_its_fine_tunes(tmp_path):
     assert "pretrain" not in planned(proc.stdout + proc.stderr)  # the random probe needs no encoder
 
 
+def run_pretrain_sweep(root):
+    """The tiny sweep with its pre-training and fine-tunes (started early)."""
+    return root, snakemake(root, "--cores", "2", config=CONFIG, timeout=900, nice=10)
+
+
 @pytest.mark.slow
-def test_tiny_sweep_pretrains_fine_tunes_and_decides(tmp_path):
-    proc = snakemake(tmp_path, "--cores", "2", config=CONFIG, timeout=900)
+@pytest.mark.started_early(run=run_pretrain_sweep, lane="local-sweeps")
+def test_tiny_sweep_pretrains_fine_tunes_and_decides(early_run):
+    tmp_path, proc = early_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (tmp_path / "results/pretrain/tiny/msm/encoder.pt").is_file()
     import xarray as xr

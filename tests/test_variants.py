@@ -466,16 +466,22 @@ def test_the_tiny_workflow_plans_variant_cells(tmp_path):
     assert re.search(r"mem_mb=1234\b", vit_job) and re.search(r"cpus_per_gpu=2\b", vit_job), vit_job
 
 
-@pytest.mark.slow
-def test_a_window_variant_gets_its_own_ceiling_and_bayes_reference_in_the_sweep(tmp_path):
-    """The tiny sweep with a Ca II triplet variant: the window's Fisher ceiling and Bayes reference
-    (rules ceiling_window, bayes_window) on the same stars are in the cube, at most the full
-    spectrum's, and the report compares them."""
+def run_window_variant_sweep(root):
+    """The tiny sweep with a Ca II triplet variant of ridge (started early)."""
     config = copy.deepcopy(TINY)
     config["variants"] = {"ridge-ca": {"base": "ridge", "features": {"window": "ca_triplet"}}}
     config["grid"]["model"] = ["ridge", "ridge-ca"]
     config["grid"]["per_model"] = {"ridge-ca": {"n_train": [400]}}
-    proc = snakemake(tmp_path, "--cores", "2", config=config, timeout=600)
+    return root, snakemake(root, "--cores", "2", config=config, timeout=900, nice=10)
+
+
+@pytest.mark.slow
+@pytest.mark.started_early(run=run_window_variant_sweep, lane="local-sweeps")
+def test_a_window_variant_gets_its_own_ceiling_and_bayes_reference_in_the_sweep(early_run):
+    """The tiny sweep with a Ca II triplet variant: the window's Fisher ceiling and Bayes reference
+    (rules ceiling_window, bayes_window) on the same stars are in the cube, at most the full
+    spectrum's, and the report compares them."""
+    tmp_path, proc = early_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     results = tmp_path / "results"
     log = (results / "logs/bayes_window/tiny/ca_triplet/noise1_mag21.5.log").read_text()

@@ -45,9 +45,13 @@ def _env() -> dict:
     return env
 
 
-def snakemake(workdir: Path, *args, config: dict | None = None, timeout: int = 300):
-    """Run Snakemake on the repo's Snakefile in ``workdir`` (config written there if given)."""
+def snakemake(workdir: Path, *args, config: dict | None = None, timeout: int = 300, nice: int = 0):
+    """Run Snakemake on the repo's Snakefile in ``workdir`` (config written there if given);
+    ``nice`` > 0 runs it at that lower priority (the runs started early fill the core the suite's
+    own tests leave idle instead of slowing them)."""
     cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
+    if nice:
+        cmd = ["nice", "-n", str(nice), *cmd]
     if config is not None:
         path = workdir / "config.yaml"
         path.write_text(yaml.safe_dump(config))
