@@ -131,9 +131,30 @@ def ignore_stop_signals(worker_id: int = 0) -> None:
     """DataLoader ``worker_init_fn``: the worker ignores SIGTERM, SIGUSR1 and SIGINT, so a signal to
     the process group (a SLURM preemption, Ctrl-C) stops only the trainer, which checkpoints first
     and then closes the workers (:func:`close_loader`). A worker whose trainer died without closing
-    it exits on its own: torch's worker loop checks every few seconds that its parent is alive."""
+    it exits on its own: torch's worker loop checks every few seconds that its parent is alive.
+    The worker was started with these signals blocked (:class:`StopSafeLoader`); one that arrived
+    since is pending, and ignoring it before unblocking discards it."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+def _stop_safe_loader_class():
+    """A DataLoader that starts its workers with the stop signals blocked: between a worker's start
+    and its ``worker_init_fn`` a process-group signal would otherwise kill it (seen under load),
+    and the trainer would then fail instead of checkpointing. The child inherits the blocked mask;
+    the trainer's own mask is restored at once, so a signal to it in that window is delivered then."""
+    from torch.utils.data import DataLoader
+
+    class StopSafeLoader(DataLoader):
+        def _get_iterator(self):
+            old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+            try:
+                return super()._get_iterator()
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    return StopSafeLoader
 
 
 def close_loader(loader, timeout: float = 10.0) -> None:
@@ -184,7 +205,8 @@ def train_loader(
             "prefetch_factor": prefetch_factor,
             "worker_init_fn": ignore_stop_signals,
         }
-    loader = DataLoader(
+    loader_class = _stop_safe_loader_class() if workers > 0 else DataLoader
+    loader = loader_class(
         NoiselessSpectra(source, split, n, cell, compact),
         batch_size=None,
         sampler=sampler,
