@@ -18,6 +18,7 @@ Python, so ``prefetch``'s thread and torch's pin-memory thread need nothing of t
 
 from __future__ import annotations
 
+import functools
 import math
 import queue
 import signal
@@ -139,11 +140,13 @@ def ignore_stop_signals(worker_id: int = 0) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
+@functools.cache
 def _stop_safe_loader_class():
     """A DataLoader that starts its workers with the stop signals blocked: between a worker's start
     and its ``worker_init_fn`` a process-group signal would otherwise kill it (seen under load),
     and the trainer would then fail instead of checkpointing. The child inherits the blocked mask;
-    the trainer's own mask is restored at once, so a signal to it in that window is delivered then."""
+    the trainer's own mask is restored at once, so a signal to it in that window is delivered then.
+    Made once, on first use, so that torch is imported only by the loaders that need it."""
     from torch.utils.data import DataLoader
 
     class StopSafeLoader(DataLoader):
