@@ -74,9 +74,10 @@ def _early_runs(request, tmp_path_factory):
     session starts, beside the rest of the suite. The SLURM sweeps spend most of their minutes
     waiting on the scheduler (the plugin's polling, a Snakemake start in every job), not on the
     CPU, so each gets a thread of its own; the local sweeps are CPU-bound, so those of one named
-    ``lane`` run one after the other, in test order, and niced (the suite's own tests use about one
-    of two cores; the lane fills the other without slowing them). A SLURM test's run starts only
-    when there is a cluster (else the test skips); the test reads its run with ``early_run``."""
+    ``lane`` run one after the other, in test order (the suite's own tests use about one of two
+    cores; the lane's runs nice their Snakemake, so they fill the other without slowing them). A
+    SLURM test's run starts only when there is a cluster (else the test skips); the test reads its
+    run with ``early_run``."""
     items = [item for item in request.session.items if item.get_closest_marker("started_early")]
     items = [item for item in items if not (item.get_closest_marker("slurm") and _why_no_cluster())]
     pools, runs = {}, {}
